@@ -1,0 +1,146 @@
+"""Full-ranking evaluation: the target's rank among all items by counting, never sorting.
+
+Leave-one-out protocol: every user has one held-out ``target`` item; it is ranked against
+all items ``1..N`` (row 0 of the item table is the padding item and is never a candidate)
+minus the items in the user's ``history`` (seen items are masked). The target itself is
+never masked, even when it also occurs in the history.
+
+The rank is ``1 + #(candidates scored strictly higher) + tie term``, with the tie term set
+by ``tie_policy`` over the ``e`` other candidates whose score equals the target's exactly:
+
+* ``"pessimistic"`` (default): ``+ e`` - every tie is ranked above the target, so a
+  degenerate scorer (all scores equal) gets the worst rank, never an inflated one;
+* ``"optimistic"``: ``+ 0``;
+* ``"average"``: ``+ e / 2`` - the expected rank under a random tie break (float).
+
+Scores are computed chunk by chunk of items on the embeddings' device, so memory is
+``O(B * chunk_size)`` whatever ``N``. The target scores are taken from the very same
+chunk matmul (row subset of the chunk that holds the target), so they are bit-identical
+to the target's column in the counting pass: an item with the same embedding as the
+target ties exactly, and the target is excluded from its own count by index.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+TiePolicy = Literal["pessimistic", "optimistic", "average"]
+TIE_POLICIES: tuple[str, ...] = ("pessimistic", "optimistic", "average")
+
+
+def _chunk_scores(user_emb: Tensor, item_chunk: Tensor) -> Tensor:
+    """Dot-product scores ``[B, C]`` of users ``[B, d]`` against one item chunk ``[C, d]``."""
+    return user_emb @ item_chunk.T
+
+
+def _chunk_bounds(num_items: int, chunk_size: int) -> list[tuple[int, int]]:
+    """Half-open item-id ranges ``[start, end)`` covering the real items ``1..N``."""
+    return [(s, min(s + chunk_size, num_items + 1)) for s in range(1, num_items + 1, chunk_size)]
+
+
+def _target_scores(
+    user_emb: Tensor, item_emb: Tensor, target: Tensor, bounds: list[tuple[int, int]]
+) -> Tensor:
+    """Score ``[B]`` of each user's target, computed by the same chunk matmul as the count."""
+    scores = torch.empty(target.shape[0], dtype=user_emb.dtype, device=user_emb.device)
+    for start, end in bounds:
+        rows = torch.nonzero((target >= start) & (target < end)).squeeze(1)
+        if rows.numel() == 0:
+            continue
+        chunk = _chunk_scores(user_emb[rows], item_emb[start:end])
+        scores[rows] = chunk.gather(1, (target[rows] - start).unsqueeze(1)).squeeze(1)
+    return scores
+
+
+def _excluded_mask(excluded: Tensor, start: int, end: int) -> Tensor:
+    """Boolean ``[B, end - start]``: True where an item id of ``excluded [B, K]`` lies in chunk.
+
+    Ids outside the chunk (including padding 0) are sent to a spare column that is dropped,
+    so a single vectorised ``scatter_`` with all-True values handles duplicates safely.
+    """
+    width = end - start
+    local = excluded - start
+    outside = (local < 0) | (local >= width)
+    local = local.masked_fill(outside, width)
+    mask = torch.zeros(excluded.shape[0], width + 1, dtype=torch.bool, device=excluded.device)
+    mask.scatter_(1, local, True)
+    return mask[:, :width]
+
+
+def full_ranking_ranks(
+    user_emb: Tensor,
+    item_emb: Tensor,
+    target: Tensor,
+    history: Tensor,
+    tie_policy: TiePolicy = "pessimistic",
+    chunk_size: int = 4096,
+) -> Tensor:
+    """1-based rank of each user's target among all unseen items ``1..N``, by counting.
+
+    Args:
+        user_emb: ``[B, d]`` user (sequence) representations; moved to ``item_emb``'s
+            device and dtype.
+        item_emb: ``[N+1, d]`` item table; row 0 is the padding item and is never ranked.
+        target: ``[B]`` long, held-out item ids in ``1..N``.
+        history: ``[B, H]`` long, seen item ids, 0-padded; masked from the candidates
+            except where equal to the target. May have ``H == 0``.
+        tie_policy: ``"pessimistic"`` (ties count above the target), ``"optimistic"``
+            (ties count below) or ``"average"`` (half of the ties count above).
+        chunk_size: items scored per matmul; peak memory is about ``B * chunk_size``
+            scores. The ranks do not depend on it.
+
+    Returns:
+        ``[B]`` ranks on ``item_emb``'s device: ``int64`` for pessimistic/optimistic,
+        ``float64`` (possibly fractional, e.g. ``3.5``) for average. The worst possible
+        rank is the number of candidates ``N - |unique history minus target|``.
+
+    Raises:
+        ValueError: on an unknown tie policy, a target outside ``1..N``, or a NaN target
+            score (other items with NaN scores are never counted above the target).
+
+    Example:
+        >>> item_emb = torch.tensor([[0.0], [3.0], [1.0], [2.0], [2.0]])  # N = 4
+        >>> user_emb = torch.ones(1, 1)
+        >>> hist = torch.tensor([[1, 0]])  # item 1 (score 3) was seen: masked
+        >>> full_ranking_ranks(user_emb, item_emb, torch.tensor([3]), hist)
+        tensor([2])
+        >>> full_ranking_ranks(user_emb, item_emb, torch.tensor([3]), hist, "optimistic")
+        tensor([1])
+        >>> full_ranking_ranks(user_emb, item_emb, torch.tensor([3]), hist, "average")
+        tensor([1.5000], dtype=torch.float64)
+    """
+    if tie_policy not in TIE_POLICIES:
+        raise ValueError(f"tie_policy must be one of {TIE_POLICIES}, got {tie_policy!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    device, num_items = item_emb.device, item_emb.shape[0] - 1
+    user_emb = user_emb.to(device=device, dtype=item_emb.dtype)
+    target = target.to(device=device, dtype=torch.long)
+    history = history.to(device=device, dtype=torch.long)
+    if target.numel() and (int(target.min()) < 1 or int(target.max()) > num_items):
+        raise ValueError(f"targets must lie in 1..{num_items}")
+
+    bounds = _chunk_bounds(num_items, chunk_size)
+    target_score = _target_scores(user_emb, item_emb, target, bounds)
+    if bool(torch.isnan(target_score).any()):
+        raise ValueError("NaN target scores: the ranking would be meaningless")
+    # The target is excluded from its own count by index; history ids equal to the target
+    # are excluded through the same index, so the target is never treated as seen.
+    excluded = torch.cat([target.unsqueeze(1), history], dim=1)
+
+    higher = torch.zeros_like(target)
+    equal = torch.zeros_like(target)
+    threshold = target_score.unsqueeze(1)
+    for start, end in bounds:
+        scores = _chunk_scores(user_emb, item_emb[start:end])
+        scores.masked_fill_(_excluded_mask(excluded, start, end), float("nan"))  # never counted
+        higher += (scores > threshold).sum(dim=1)
+        if tie_policy != "optimistic":
+            equal += (scores == threshold).sum(dim=1)
+
+    if tie_policy == "average":
+        return 1.0 + higher.double() + 0.5 * equal.double()
+    return 1 + higher + equal

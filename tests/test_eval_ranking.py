@@ -1,0 +1,154 @@
+"""Full-ranking ranks vs a brute-force per-user reference, with many ties."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recsys.eval.popularity import (
+    item_popularity,
+    popularity_embeddings,
+    popularity_user_embeddings,
+)
+from recsys.eval.ranking import TIE_POLICIES, full_ranking_ranks
+
+
+def brute_force_ranks(user_emb, item_emb, target, history, tie_policy):
+    """Per user: score every candidate, drop seen items (never the target), count."""
+    ranks = []
+    for b in range(user_emb.shape[0]):
+        scores = [float(user_emb[b] @ item_emb[i]) for i in range(item_emb.shape[0])]
+        t = int(target[b])
+        seen = {int(h) for h in history[b]} - {0, t}
+        others = [scores[i] for i in range(1, item_emb.shape[0]) if i != t and i not in seen]
+        higher = sum(s > scores[t] for s in others)
+        ties = sum(s == scores[t] for s in others)
+        tie_term = {"pessimistic": ties, "optimistic": 0, "average": ties / 2}[tie_policy]
+        ranks.append(1 + higher + tie_term)
+    return ranks
+
+
+def tied_problem(seed, batch=37, num_items=211, dim=4, hist_len=9):
+    """Integer-valued embeddings in {-1, 0, 1} (scores tie constantly, exactly), targets
+    that often also sit in the history, duplicate and padding entries in histories."""
+    g = torch.Generator().manual_seed(seed)
+    item_emb = torch.randint(-1, 2, (num_items + 1, dim), generator=g).float()
+    item_emb[0] = 100.0  # padding row scores highest: it must never be counted
+    user_emb = torch.randint(-1, 2, (batch, dim), generator=g).float()
+    target = torch.randint(1, num_items + 1, (batch,), generator=g)
+    history = torch.randint(1, num_items + 1, (batch, hist_len), generator=g)
+    history[::2, 0] = target[::2]  # target also in history for half of the users
+    history[:, 1] = history[:, 2]  # duplicate history entries
+    pad = torch.rand(batch, hist_len, generator=g) < 0.3
+    history[pad] = 0
+    return user_emb, item_emb, target, history
+
+
+@pytest.mark.parametrize("tie_policy", TIE_POLICIES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_brute_force_with_ties(tie_policy, seed):
+    user_emb, item_emb, target, history = tied_problem(seed)
+    ranks = full_ranking_ranks(user_emb, item_emb, target, history, tie_policy, chunk_size=50)
+    expected = brute_force_ranks(user_emb, item_emb, target, history, tie_policy)
+    assert ranks.tolist() == expected
+    assert ranks.dtype == (torch.float64 if tie_policy == "average" else torch.long)
+
+
+def test_tie_policies_are_ordered_and_differ():
+    user_emb, item_emb, target, history = tied_problem(3)
+    opt, avg, pes = (
+        full_ranking_ranks(user_emb, item_emb, target, history, p)
+        for p in ("optimistic", "average", "pessimistic")
+    )
+    assert torch.equal(avg, (opt.double() + pes.double()) / 2)
+    assert (opt <= pes).all() and (opt < pes).any()
+
+
+@pytest.mark.parametrize("tie_policy", TIE_POLICIES)
+def test_chunk_size_does_not_change_ranks(tie_policy):
+    user_emb, item_emb, target, history = tied_problem(4)
+    ref = full_ranking_ranks(user_emb, item_emb, target, history, tie_policy, chunk_size=1)
+    for chunk_size in (2, 7, 64, 210, 211, 212, 10_000):
+        ranks = full_ranking_ranks(user_emb, item_emb, target, history, tie_policy, chunk_size)
+        assert torch.equal(ranks, ref), chunk_size
+
+
+def test_random_float_scores_match_brute_force():
+    g = torch.Generator().manual_seed(5)
+    user_emb, item_emb = torch.randn(16, 8, generator=g), torch.randn(301, 8, generator=g)
+    target = torch.randint(1, 301, (16,), generator=g)
+    history = torch.randint(0, 301, (16, 11), generator=g)
+    ranks = full_ranking_ranks(user_emb.double(), item_emb.double(), target, history)
+    assert ranks.tolist() == brute_force_ranks(
+        user_emb.double(), item_emb.double(), target, history, "pessimistic"
+    )
+
+
+def test_duplicate_of_target_embedding_ties_exactly_in_float32():
+    """Items with the target's exact embedding must tie bit-for-bit (same matmul path)."""
+    g = torch.Generator().manual_seed(6)
+    num_items, batch = 3000, 64
+    item_emb = torch.randn(num_items + 1, 64, generator=g)
+    user_emb = torch.randn(batch, 64, generator=g)
+    target = torch.full((batch,), 7)
+    item_emb[[100, 1500, 2999]] = item_emb[7].clone()  # three exact copies, in different chunks
+    history = torch.zeros(batch, 0, dtype=torch.long)
+    pes = full_ranking_ranks(user_emb, item_emb, target, history, chunk_size=1024)
+    opt = full_ranking_ranks(user_emb, item_emb, target, history, "optimistic", chunk_size=1024)
+    assert torch.equal(pes - opt, torch.full((batch,), 3))
+
+
+def test_padding_item_and_history_padding_ignored():
+    item_emb = torch.tensor([[9.0], [1.0], [2.0], [3.0]])  # padding row scores highest
+    user_emb = torch.ones(2, 1)
+    target = torch.tensor([1, 3])
+    history = torch.tensor([[0, 0, 0], [0, 3, 0]])  # user 1: target in history, not masked
+    assert full_ranking_ranks(user_emb, item_emb, target, history).tolist() == [3, 1]
+
+
+def test_degenerate_scorer_gets_worst_rank():
+    """All scores equal: pessimistic rank = N - |history| (target excluded), HR@10 = 0."""
+    num_items, batch = 500, 8
+    item_emb = torch.ones(num_items + 1, 4)
+    user_emb = torch.ones(batch, 4)
+    target = torch.arange(1, batch + 1)
+    history = torch.arange(101, 101 + batch * 11).view(batch, 11)
+    ranks = full_ranking_ranks(user_emb, item_emb, target, history)
+    assert ranks.tolist() == [num_items - 11] * batch
+    opt = full_ranking_ranks(user_emb, item_emb, target, history, "optimistic")
+    assert opt.tolist() == [1] * batch
+
+
+def test_popularity_baseline_ranked_by_same_evaluator():
+    train = torch.tensor([1, 2, 2, 3, 3, 3, 4, 4, 4, 0])  # 0 = padding, not counted
+    pop = item_popularity(train, num_items=5)
+    assert pop.tolist() == [0, 1, 2, 3, 3, 0]
+    item_emb = popularity_embeddings(pop)
+    user_emb = popularity_user_embeddings(3, item_emb)
+    assert item_emb.shape == (6, 1) and user_emb.shape == (3, 1)
+    target = torch.tensor([3, 2, 5])
+    history = torch.tensor([[0, 0], [4, 0], [1, 0]])
+    # user 0: item 4 ties with 3 -> pessimistic 2; user 1: item 3 above -> 2;
+    # user 2: items 2, 3, 4 above -> 4
+    assert full_ranking_ranks(user_emb, item_emb, target, history).tolist() == [2, 2, 4]
+
+
+def test_rejects_bad_inputs():
+    user_emb, item_emb = torch.ones(1, 1), torch.ones(4, 1)
+    no_hist = torch.zeros(1, 0, dtype=torch.long)
+    with pytest.raises(ValueError, match="tie_policy"):
+        full_ranking_ranks(user_emb, item_emb, torch.tensor([1]), no_hist, "random")
+    with pytest.raises(ValueError, match="targets"):
+        full_ranking_ranks(user_emb, item_emb, torch.tensor([0]), no_hist)
+    with pytest.raises(ValueError, match="NaN"):
+        full_ranking_ranks(user_emb * float("nan"), item_emb, torch.tensor([1]), no_hist)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("tie_policy", TIE_POLICIES)
+def test_cuda_matches_cpu(tie_policy):
+    user_emb, item_emb, target, history = tied_problem(7, batch=300, num_items=5000)
+    cpu = full_ranking_ranks(user_emb, item_emb, target, history, tie_policy, chunk_size=999)
+    gpu = full_ranking_ranks(user_emb, item_emb.cuda(), target, history, tie_policy, chunk_size=999)
+    assert gpu.is_cuda and torch.equal(gpu.cpu(), cpu)
