@@ -66,6 +66,14 @@ class FeatureStore(nn.Module):
     def _buffer_name(modality: str) -> str:
         return f"features_{modality}"
 
+    def _apply(self, fn, recurse=True):
+        """Follow device moves but keep the stored dtype: ``tower.float()`` or a
+        precision plugin must not silently double the size of the cached features."""
+        for name, buf in self._buffers.items():
+            if buf is not None:  # probe fn on an empty tensor to learn the target device
+                self._buffers[name] = buf.to(fn(buf.new_empty(0)).device)
+        return self
+
     @property
     def num_items(self) -> int:
         """N, the number of real items (ids 1..N)."""

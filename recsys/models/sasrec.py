@@ -1,0 +1,119 @@
+"""SASRec user encoder, variant ``sasrec_iisan`` (the user encoder of IISAN).
+
+    x = Dropout(LayerNorm(item_emb + pos_emb))          # input LN, eps 1e-6, no scaling
+    per block (post-LN):
+        x = LN(x + Dropout(W_o · MHA(W_q x, W_k x, W_v x)))   # bias-free Q/K/V/O,
+        x = LN(x + Dropout(W_2 · ReLU(W_1 x)))                # attention-prob dropout
+
+Defaults: d=64, 2 blocks, 2 heads, FFN 256, dropout 0.1, max_len 10. Xavier-normal weights
+and zero biases (as the reference).
+
+Positions are right-aligned: the last slot of a length-T input gets position
+``max_len - 1`` (sequences are left-padded). For T = max_len (the reference) this is the
+reference's ``arange(T)``; for shorter inputs, extra left padding does not shift the
+positions of real items, so outputs at real positions do not depend on the padding.
+
+Masking: query t attends to keys s <= t that are real items, and always to itself, so rows
+with no real key (padding positions, all-padding users) stay finite. Outputs at padding
+positions are set to zero.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+VARIANT = "sasrec_iisan"
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, bias-free projections: ``[B,T,d] -> [B,T,d]``."""
+
+    def __init__(self, d: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        if d % num_heads:
+            raise ValueError(f"d_model {d} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.q, self.k, self.v, self.out = (nn.Linear(d, d, bias=False) for _ in range(4))
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """``x`` [B,T,d]; ``allowed`` [B,1,T,T] bool (True = query may attend key)."""
+        b, t, d = x.shape
+
+        def heads(proj: nn.Linear) -> torch.Tensor:  # [B,T,d] -> [B,h,T,d/h]
+            return proj(x).view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(
+            heads(self.q),
+            heads(self.k),
+            heads(self.v),
+            attn_mask=allowed,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class Block(nn.Module):
+    """Post-LN transformer block: attention then ReLU FFN, each ``LN(x + Dropout(f(x)))``."""
+
+    def __init__(self, d: int, num_heads: int, ffn_dim: int, dropout: float, eps: float):
+        super().__init__()
+        self.attn = SelfAttention(d, num_heads, dropout)
+        self.ln_attn = nn.LayerNorm(d, eps=eps)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, d))
+        self.ln_ffn = nn.LayerNorm(d, eps=eps)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = self.ln_attn(x + self.drop(self.attn(x, allowed)))
+        return self.ln_ffn(x + self.drop(self.ffn(x)))
+
+
+class SASRec(nn.Module):
+    """Causal transformer over a user's item embeddings (variant ``sasrec_iisan``).
+
+    Args:
+        d_model: width (64). num_blocks: 2. num_heads: 2. ffn_dim: 256. dropout: 0.1.
+        max_len: number of learned positions (= input window, 10). ln_eps: 1e-6.
+    """
+
+    def __init__(
+        self,
+        d_model: int = 64,
+        num_blocks: int = 2,
+        num_heads: int = 2,
+        ffn_dim: int = 256,
+        dropout: float = 0.1,
+        max_len: int = 10,
+        ln_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.positions = nn.Embedding(max_len, d_model)
+        self.ln_in = nn.LayerNorm(d_model, eps=ln_eps)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            Block(d_model, num_heads, ffn_dim, dropout, ln_eps) for _ in range(num_blocks)
+        )
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.xavier_normal_(m.weight)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, item_emb: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        """User states: ``item_emb`` [B,T,d], ``pad_mask`` [B,T] bool (True = real item,
+        left-padded) -> [B,T,d]; position t has seen items 0..t; zeros at padding."""
+        t = item_emb.shape[1]
+        if t > self.max_len:
+            raise ValueError(f"sequence length {t} exceeds max_len {self.max_len}")
+        pos = torch.arange(self.max_len - t, self.max_len, device=item_emb.device)
+        x = self.drop(self.ln_in(item_emb + self.positions(pos)))
+        eye = torch.eye(t, dtype=torch.bool, device=item_emb.device)
+        causal = torch.ones_like(eye).tril()
+        allowed = (causal & pad_mask[:, None, None, :]) | eye  # [B,1,T,T]
+        for block in self.blocks:
+            x = block(x, allowed)
+        return x * pad_mask.unsqueeze(-1).to(x.dtype)
