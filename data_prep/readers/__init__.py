@@ -1,0 +1,186 @@
+"""The reader contract: a registry of raw-dataset readers and what they hand to the protocol.
+
+A reader is a function ``read(raw: Mapping, ctx: ReadContext) -> RawDataset`` registered
+under a name used by ``conf/data/<name>.yaml: reader``::
+
+    @register_reader("amazon_iisan")
+    def read_amazon_iisan(raw, ctx): ...
+
+    get_reader("amazon_iisan")(raw_cfg, ReadContext(on_error="raise"))
+
+Readers report every bad input through ``ctx.problem(...)``: with ``on_error="raise"`` it
+raises a ``RawDataError`` naming the file, the line and what to do; with ``"skip"`` it
+counts the reason (later written under ``stats.json: dropped``) and logs the first few.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+README_HINT = "see data_prep/README.md for where to get each raw dataset"
+_LOGGED_PER_REASON = 5
+
+
+class RawDataError(ValueError):
+    """A raw input file is missing or holds a record the reader cannot use."""
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """What a reader returns; the protocol turns it into the canonical processed dataset.
+
+    Attributes:
+        items: the item catalogue, one row per item, unique ``key`` (str or int; may cover
+            more items than the interactions use); columns ``key``, ``title`` (str,
+            non-empty, HTML-unescaped), ``image_path`` (str, nullable, absolute),
+            ``description`` (str, nullable).
+        interactions: one row per interaction, columns ``user_key``, ``item_key`` (same
+            dtype as ``items.key``) and optionally ``timestamp`` (int64). Rows of one user
+            are contiguous and chronological; users appear in source order.
+        dropped: reason -> count of records the reader skipped.
+    """
+
+    items: pl.DataFrame
+    interactions: pl.DataFrame
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ReadContext:
+    """Error policy and output locations handed to a reader.
+
+    Attributes:
+        on_error: ``"raise"`` (stop at the first bad record) or ``"skip"`` (count and log).
+        staging_dir: where a reader may write generated files (e.g. synthetic images);
+            becomes ``final_dir`` when the processed dataset is committed.
+        final_dir: the processed dataset directory that paths written to items must use.
+        dropped: reason -> count, filled by ``problem``.
+    """
+
+    on_error: str = "raise"
+    staging_dir: Path | None = None
+    final_dir: Path | None = None
+    dropped: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+
+    def problem(self, reason: str, path: Path | str, line: int | None, message: str) -> None:
+        """Raise or count one bad record.
+
+        Args:
+            reason: short snake_case key counted in ``stats.json: dropped`` (skip mode).
+            path: the file holding the record.
+            line: 1-based line number in that file (None when not line-based).
+            message: what is wrong with the record.
+        """
+        where = f"{path}:{line}" if line is not None else str(path)
+        if self.on_error == "raise":
+            raise RawDataError(
+                f"{where}: {message}. Fix the file, or set data.on_error=skip to skip such "
+                f"records (they are counted in stats.json under 'dropped')."
+            )
+        self.dropped[reason] += 1
+        if self.dropped[reason] <= _LOGGED_PER_REASON:
+            log.warning("skipping (%s) %s: %s", reason, where, message)
+
+    def dropped_counts(self) -> dict[str, int]:
+        """Reason -> count of the skipped records, logging one summary line per reason."""
+        for reason, count in sorted(self.dropped.items()):
+            log.warning("skipped %d record(s): %s", count, reason)
+        return dict(sorted(self.dropped.items()))
+
+
+def require_file(path: Path | str, what: str) -> Path:
+    """Return ``path`` as a Path, or raise a RawDataError saying where to get the data."""
+    path = Path(path)
+    if not path.is_file():
+        raise RawDataError(f"{what} not found: {path} ({README_HINT})")
+    return path
+
+
+def clean_text(text: str) -> str:
+    """HTML entities unescaped (``&amp;`` -> ``&``), surrounding whitespace stripped."""
+    return html.unescape(text).strip()
+
+
+def items_frame(
+    keys: list,
+    titles: list[str],
+    image_paths: list[str | None] | None = None,
+    descriptions: list[str | None] | None = None,
+) -> pl.DataFrame:
+    """Item catalogue frame ``[key, title, image_path (nullable), description (nullable)]``."""
+    n = len(keys)
+    return pl.DataFrame(
+        {
+            "key": keys,
+            "title": titles,
+            "image_path": image_paths if image_paths is not None else [None] * n,
+            "description": descriptions if descriptions is not None else [None] * n,
+        },
+        schema_overrides={"title": pl.String, "image_path": pl.String, "description": pl.String},
+    )
+
+
+def local_images(directory: Path | str | None, keys: list, suffix: str) -> list[str | None]:
+    """Absolute path of ``<directory>/<key><suffix>`` for each key, None where no such file
+    exists (or ``directory`` is None). Lists the directory once."""
+    if directory is None:
+        return [None] * len(keys)
+    directory = Path(directory).absolute()
+    if not directory.is_dir():
+        raise RawDataError(f"image directory not found: {directory} ({README_HINT})")
+    present = {entry.name for entry in os.scandir(directory) if entry.is_file()}
+    return [
+        str(directory / f"{key}{suffix}") if f"{key}{suffix}" in present else None
+        for key in keys
+    ]
+
+
+Reader = Callable[[Mapping, ReadContext], RawDataset]
+_READERS: dict[str, Reader] = {}
+_BUILTIN_MODULES = ("amazon_iisan", "movielens", "amazon2018", "synthetic")
+
+
+def register_reader(name: str) -> Callable[[Reader], Reader]:
+    """Decorator registering ``read(raw, ctx) -> RawDataset`` under ``name``."""
+
+    def decorate(reader: Reader) -> Reader:
+        if name in _READERS and _READERS[name] is not reader:
+            raise ValueError(f"reader {name!r} is already registered")
+        _READERS[name] = reader
+        return reader
+
+    return decorate
+
+
+def _import_builtin_readers() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+def get_reader(name: str) -> Reader:
+    """The reader registered under ``name`` (built-in readers are imported on demand)."""
+    _import_builtin_readers()
+    if name not in _READERS:
+        raise KeyError(f"unknown reader {name!r}; registered: {list_readers()}")
+    return _READERS[name]
+
+
+def list_readers() -> list[str]:
+    """Names of all registered readers, sorted."""
+    _import_builtin_readers()
+    return sorted(_READERS)

@@ -1,0 +1,125 @@
+"""Reader for the raw Amazon Review Data (2018) of Ni, Li and McAuley, one category.
+
+Raw config (``conf/data/amazon2018.yaml: raw``):
+    reviews_file: ``<Category>.json.gz`` (or 5-core ``<Category>_5.json.gz``), JSON lines
+        with at least ``reviewerID``, ``asin``, ``unixReviewTime``.
+    meta_file: ``meta_<Category>.json.gz``, JSON lines with ``asin``, ``title`` and
+        optionally ``description`` (list of str), ``imageURL``/``imageURLHighRes`` (lists).
+    image_dir: optional folder of downloaded images ``<asin>.jpg``; items without a local
+        file get a null ``image_path`` (URLs are never fetched here).
+
+Sequences: users in order of first appearance in the reviews file, each sorted by
+``unixReviewTime`` with a stable sort (ties keep file order). Plain-text (uncompressed)
+files are read as well. Bad records (``ctx.problem`` reasons): ``malformed_line`` (not a
+JSON object / missing field), ``empty_title``, ``duplicate_item`` (the 2018 metadata repeats
+some products), ``unknown_item`` (review of a product without metadata).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import polars as pl
+
+from data_prep.readers import (
+    RawDataset,
+    ReadContext,
+    clean_text,
+    items_frame,
+    local_images,
+    register_reader,
+    require_file,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _json_records(path: Path, fields: tuple[str, ...], ctx: ReadContext) -> Iterator[tuple]:
+    """Yield (line_no, record) for each JSON line holding all ``fields``; problems otherwise."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                ctx.problem("malformed_line", path, line_no, f"invalid JSON ({error.msg})")
+                continue
+            if not isinstance(record, dict) or any(f not in record for f in fields):
+                ctx.problem("malformed_line", path, line_no,
+                            f"expected a JSON object with fields {list(fields)}")
+                continue
+            yield line_no, record
+
+
+def _text(value) -> str:
+    """A metadata field (str or list of str) as one clean string."""
+    if isinstance(value, list):
+        value = " ".join(str(part) for part in value)
+    return clean_text(str(value)) if value is not None else ""
+
+
+def _read_meta(path: Path, ctx: ReadContext) -> tuple[list[str], list[str], list[str | None]]:
+    keys: list[str] = []
+    titles: list[str] = []
+    descriptions: list[str | None] = []
+    seen: set[str] = set()
+    for line_no, record in _json_records(path, ("asin", "title"), ctx):
+        asin, title = str(record["asin"]), _text(record["title"])
+        if not title:
+            ctx.problem("empty_title", path, line_no, f"product {asin!r} has an empty title")
+        elif asin in seen:
+            ctx.problem("duplicate_item", path, line_no, f"product {asin!r} listed twice")
+        else:
+            seen.add(asin)
+            keys.append(asin)
+            titles.append(title)
+            descriptions.append(_text(record.get("description")) or None)
+    return keys, titles, descriptions
+
+
+def _read_reviews(path: Path, known_items: set[str], ctx: ReadContext) -> pl.DataFrame:
+    users: list[str] = []
+    items: list[str] = []
+    times: list[int] = []
+    fields = ("reviewerID", "asin", "unixReviewTime")
+    for line_no, record in _json_records(path, fields, ctx):
+        asin = str(record["asin"])
+        if asin not in known_items:
+            ctx.problem("unknown_item", path, line_no, f"product {asin!r} has no metadata")
+            continue
+        try:
+            times.append(int(record["unixReviewTime"]))
+        except (TypeError, ValueError):
+            ctx.problem("malformed_line", path, line_no, "'unixReviewTime' is not an integer")
+            continue
+        users.append(str(record["reviewerID"]))
+        items.append(asin)
+    frame = pl.DataFrame(
+        {"user_key": users, "item_key": items, "timestamp": times},
+        schema={"user_key": pl.String, "item_key": pl.String, "timestamp": pl.Int64},
+    )
+    first_row = pl.col("row").min().over("user_key")
+    return (
+        frame.with_row_index("row")
+        .sort([first_row, pl.col("timestamp")], maintain_order=True)
+        .drop("row")
+    )
+
+
+@register_reader("amazon2018")
+def read_amazon2018(raw: Mapping, ctx: ReadContext) -> RawDataset:
+    """Read one Amazon 2018 category (reviews + metadata + optional local images)."""
+    reviews_file = require_file(raw["reviews_file"], "Amazon 2018 reviews file")
+    meta_file = require_file(raw["meta_file"], "Amazon 2018 metadata file")
+    keys, titles, descriptions = _read_meta(meta_file, ctx)
+    images = local_images(raw.get("image_dir"), keys, ".jpg")
+    log.info("%d of %d products have a local image", sum(p is not None for p in images), len(keys))
+    items = items_frame(keys, titles, images, descriptions)
+    interactions = _read_reviews(reviews_file, set(keys), ctx)
+    return RawDataset(items=items, interactions=interactions, dropped=ctx.dropped_counts())

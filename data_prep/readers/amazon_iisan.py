@@ -1,0 +1,86 @@
+"""Reader for the IISAN Amazon TSV files (Scientific, Instrument), text only.
+
+Raw config (``conf/data/scientific.yaml: raw``):
+    users_file: one user a line, ``user_id<TAB>ASIN ASIN ...`` (space separated, oldest first).
+    items_file: one item a line, ``ASIN<TAB>title`` (titles hold HTML entities).
+
+Bad records (``ctx.problem`` reasons): ``malformed_line`` (no tab / no items / no title
+column), ``empty_title``, ``duplicate_item``, ``duplicate_user``, ``unknown_item`` (an ASIN
+in a sequence that the items file lacks; skipping drops that one interaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+
+from data_prep.readers import (
+    RawDataset,
+    ReadContext,
+    clean_text,
+    items_frame,
+    register_reader,
+    require_file,
+)
+
+
+def _read_items(path, ctx: ReadContext) -> pl.DataFrame:
+    keys: list[str] = []
+    titles: list[str] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as lines:
+        for line_no, line in enumerate(lines, start=1):
+            fields = line.rstrip("\r\n").split("\t", 1)
+            if len(fields) != 2 or not fields[0]:
+                ctx.problem("malformed_line", path, line_no, "expected 'ASIN<TAB>title'")
+                continue
+            key, title = fields[0].strip(), clean_text(fields[1])
+            if not title:
+                ctx.problem("empty_title", path, line_no, f"item {key!r} has an empty title")
+            elif key in seen:
+                ctx.problem("duplicate_item", path, line_no, f"item {key!r} listed twice")
+            else:
+                seen.add(key)
+                keys.append(key)
+                titles.append(title)
+    return items_frame(keys, titles)
+
+
+def _read_sequences(path, known_items: set[str], ctx: ReadContext) -> pl.DataFrame:
+    user_keys: list[str] = []
+    item_keys: list[str] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as lines:
+        for line_no, line in enumerate(lines, start=1):
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) != 2 or not fields[0] or not fields[1].split():
+                ctx.problem("malformed_line", path, line_no, "expected 'user<TAB>item item ...'")
+                continue
+            user = fields[0].strip()
+            if user in seen:
+                ctx.problem("duplicate_user", path, line_no, f"user {user!r} appears again")
+                continue
+            seen.add(user)
+            for item in fields[1].split():
+                if item not in known_items:
+                    ctx.problem(
+                        "unknown_item", path, line_no, f"item {item!r} is not in the items file"
+                    )
+                    continue
+                user_keys.append(user)
+                item_keys.append(item)
+    return pl.DataFrame(
+        {"user_key": user_keys, "item_key": item_keys},
+        schema={"user_key": pl.String, "item_key": pl.String},
+    )
+
+
+@register_reader("amazon_iisan")
+def read_amazon_iisan(raw: Mapping, ctx: ReadContext) -> RawDataset:
+    """Read ``raw.users_file`` and ``raw.items_file`` into a RawDataset (no timestamps)."""
+    users_file = require_file(raw["users_file"], "IISAN users file")
+    items_file = require_file(raw["items_file"], "IISAN items file")
+    items = _read_items(items_file, ctx)
+    interactions = _read_sequences(users_file, set(items["key"].to_list()), ctx)
+    return RawDataset(items=items, interactions=interactions, dropped=ctx.dropped_counts())

@@ -1,0 +1,89 @@
+"""ProcessedDataset: round trip, validation errors naming file and field, atomic writes,
+fingerprint."""
+
+import polars as pl
+import pytest
+
+from data_prep.protocol import apply_protocol
+from data_prep.readers import RawDataset, items_frame
+from recsys.data.processed import ProcessedDataError, ProcessedDataset, atomic_directory
+
+
+@pytest.fixture
+def dataset() -> ProcessedDataset:
+    keys = ["a", "b", "c", "d"]
+    raw = RawDataset(
+        items_frame(keys, ["A", "B", "C", "D"], ["/img/a.jpg", None, None, None]),
+        pl.DataFrame({"user_key": ["u"] * 5 + ["v"] * 6,
+                      "item_key": list("abcda") + list("dcbadc"),
+                      "timestamp": list(range(11))}),
+    )
+    return apply_protocol(raw, min_interactions=5, keep_last=13, dataset="toy")
+
+
+def test_save_load_round_trip(tmp_path, dataset):
+    path = dataset.save(tmp_path / "toy")
+    loaded = ProcessedDataset.load(path)
+    assert loaded.items.equals(dataset.items) and loaded.users.equals(dataset.users)
+    assert loaded.interactions.equals(dataset.interactions)
+    assert loaded.stats == dataset.stats
+    assert loaded.fingerprint() == dataset.fingerprint()
+    assert loaded.items.schema["image_path"] == pl.String
+    assert not list(tmp_path.glob(".*"))  # no staging leftovers
+
+
+def test_fingerprint_depends_on_item_fields(dataset):
+    renamed = dataset.items.with_columns(pl.col("title").str.replace("A", "A2"))
+    changed = ProcessedDataset(renamed, dataset.users, dataset.interactions, dataset.stats)
+    assert changed.fingerprint() != dataset.fingerprint()
+    described = dataset.items.with_columns(description=pl.lit("new"))
+    same = ProcessedDataset(described, dataset.users, dataset.interactions, dataset.stats)
+    assert same.fingerprint() == dataset.fingerprint()  # description is not part of it
+
+
+@pytest.mark.parametrize("file, column, change, message", [
+    ("items.parquet", "item_id", pl.col("item_id").cast(pl.Int64), "type Int64, expected Int32"),
+    ("items.parquet", "title", pl.col("title").str.replace("B", " "), "non-empty"),
+    ("users.parquet", "user_id", pl.col("user_id") + 1, "0..U-1"),
+    ("interactions.parquet", "position", pl.col("position").reverse(), "sorted by"),
+])
+def test_load_names_the_bad_file_and_field(tmp_path, dataset, file, column, change, message):
+    path = dataset.save(tmp_path / "toy")
+    frame = pl.read_parquet(path / file).with_columns(change.alias(column))
+    frame.write_parquet(path / file)
+    with pytest.raises(ProcessedDataError, match=message) as error:
+        ProcessedDataset.load(path)
+    assert str(path / file) in str(error.value)
+
+
+def test_load_reports_missing_columns_and_files(tmp_path, dataset):
+    path = dataset.save(tmp_path / "toy")
+    pl.read_parquet(path / "users.parquet").drop("key").write_parquet(path / "users.parquet")
+    with pytest.raises(ProcessedDataError, match="users.parquet: missing column 'key'"):
+        ProcessedDataset.load(path)
+    (path / "stats.json").unlink()
+    with pytest.raises(ProcessedDataError, match="stats.json not found.*recsys-prep"):
+        ProcessedDataset.load(path)
+
+
+def test_atomic_directory_leaves_nothing_on_failure(tmp_path, dataset):
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "new") as staging:
+        (staging / "items.parquet").write_bytes(b"partial")
+        raise RuntimeError("reader failed")
+    assert list(tmp_path.iterdir()) == []
+
+    dataset.save(tmp_path / "old")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()}
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "old", overwrite=True) as st:
+        (st / "stats.json").write_text("{}")
+        raise RuntimeError("protocol failed")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["old"]
+
+
+def test_existing_directory_needs_overwrite(tmp_path, dataset):
+    dataset.save(tmp_path / "toy")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        dataset.save(tmp_path / "toy")
+    dataset.save(tmp_path / "toy", overwrite=True)
+    assert ProcessedDataset.load(tmp_path / "toy").num_items == 4
