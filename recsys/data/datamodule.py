@@ -1,0 +1,160 @@
+"""SequenceDataModule: train / val / test loaders over a processed dataset.
+
+Batches are collated by indexing preallocated int arrays once per batch (datasets
+implement ``__getitems__``, which the DataLoader calls with a whole batch of indices):
+- train: ``{"items": LongTensor [B, window+1]}`` left-padded with 0, shuffled windows;
+- val/test: ``{"inputs": LongTensor [B, window], "target": LongTensor [B],
+  "history": LongTensor [B, H] (0-padded), "user": LongTensor [B]}``, every user exactly
+  once, in user order, no padding or repetition.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from recsys.data.processed import ProcessedDataset
+from recsys.data.sequences import EvalSplit, UserSequences, WindowIndex
+
+
+def _as_batch(batch):
+    """Identity collate: ``__getitems__`` already returns a collated batch."""
+    return batch
+
+
+class TrainWindows(Dataset):
+    """Training windows; ``dataset.__getitems__(indices)`` -> ``{"items": [B, window+1]}``."""
+
+    def __init__(self, flat: np.ndarray, windows: WindowIndex):
+        self.flat, self.windows = flat, windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = np.asarray(indices, dtype=np.int64)
+        return {"items": torch.from_numpy(self.windows.gather(self.flat, rows)).long()}
+
+
+class EvalExamples(Dataset):
+    """Validation/test examples; ``__getitems__(indices)`` -> inputs/target/history/user."""
+
+    def __init__(self, flat: np.ndarray, split: EvalSplit):
+        self.flat, self.split = flat, split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = np.asarray(indices, dtype=np.int64)
+        arrays = self.split.batch(self.flat, rows)
+        return {name: torch.from_numpy(array).long() for name, array in arrays.items()}
+
+
+class SequenceDataModule(pl.LightningDataModule):
+    """Leave-one-out loaders over ``<processed_dir>`` (built by ``recsys-prep``).
+
+    Args:
+        processed_dir: directory with items/users/interactions parquet + stats.json.
+        window: input length (train windows hold ``window + 1`` items).
+        batch_size: training windows per batch.
+        eval_batch_size: users per validation/test batch.
+        num_workers: DataLoader workers.
+        seed: seed of the training shuffle (each epoch draws a new permutation).
+
+    Attributes (available after ``setup()``, or on first access):
+        num_items (N), num_users (U), train_popularity (torch float32 [N+1]),
+        items (polars frame of items.parquet), fingerprint (sha256 hex of the items).
+    """
+
+    def __init__(
+        self,
+        processed_dir: str | Path,
+        window: int = 10,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.processed_dir = Path(processed_dir)
+        self.window = window
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self._dataset: ProcessedDataset | None = None
+        self._sequences: UserSequences | None = None
+        self._fingerprint: str | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and validate the processed dataset and build the CSR sequences (once)."""
+        if self._dataset is None:
+            self._dataset = ProcessedDataset.load(self.processed_dir)
+            self._sequences = UserSequences.from_interactions(
+                self._dataset.interactions, self._dataset.num_users, self._dataset.num_items
+            )
+
+    @property
+    def dataset(self) -> ProcessedDataset:
+        self.setup()
+        return self._dataset
+
+    @property
+    def sequences(self) -> UserSequences:
+        self.setup()
+        return self._sequences
+
+    @property
+    def num_items(self) -> int:
+        return self.dataset.num_items
+
+    @property
+    def num_users(self) -> int:
+        return self.dataset.num_users
+
+    @property
+    def items(self) -> polars.DataFrame:
+        return self.dataset.items
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = self.dataset.fingerprint()
+        return self._fingerprint
+
+    @property
+    def train_popularity(self) -> torch.Tensor:
+        return torch.from_numpy(self.sequences.train_popularity()).float()
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=_as_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        windows = self.sequences.train_windows(self.window)
+        return self._loader(TrainWindows(self.sequences.items, windows), self.batch_size, True)
+
+    def _eval_loader(self, stage: str) -> DataLoader:
+        split = self.sequences.eval_split(stage, self.window)
+        return self._loader(EvalExamples(self.sequences.items, split), self.eval_batch_size,
+                            False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,211 @@
+"""ProcessedDataset: the canonical processed form of every dataset, on disk and in memory.
+
+Directory ``<processed_dir>/`` (see docs/architecture.md):
+- ``items.parquet``: ``item_id`` int32 (1..N, dense, sorted; 0 = padding), ``key`` str,
+  ``title`` str (non-empty), ``image_path`` str nullable (absolute), ``description`` str
+  nullable.
+- ``users.parquet``: ``user_id`` int32 (0..U-1, dense, sorted), ``key`` str.
+- ``interactions.parquet``: ``user_id`` int32, ``item_id`` int32, ``position`` int32
+  (0-based, chronological), sorted by (user_id, position); optional ``timestamp`` int64.
+- ``stats.json``: ``dataset``, ``users``, ``items``, ``interactions``, ``dropped``
+  (reason -> count), ``missing`` (field -> items with null), ``protocol``, ``source``.
+
+Directories are written atomically: into a hidden sibling staging directory, then renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+ITEMS_SCHEMA = {
+    "item_id": pl.Int32,
+    "key": pl.String,
+    "title": pl.String,
+    "image_path": pl.String,
+    "description": pl.String,
+}
+USERS_SCHEMA = {"user_id": pl.Int32, "key": pl.String}
+INTERACTIONS_SCHEMA = {"user_id": pl.Int32, "item_id": pl.Int32, "position": pl.Int32}
+OPTIONAL_INTERACTION_COLUMNS = {"timestamp": pl.Int64}
+FILES = ("items.parquet", "users.parquet", "interactions.parquet", "stats.json")
+FINGERPRINT_COLUMNS = ("item_id", "key", "title", "image_path")
+
+
+class ProcessedDataError(ValueError):
+    """A processed dataset file is missing or does not follow the canonical schema."""
+
+
+@contextlib.contextmanager
+def atomic_directory(final_dir: Path | str, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging directory that replaces ``final_dir`` only if the block succeeds.
+
+    The staging directory is a hidden sibling of ``final_dir`` (same file system, so the
+    final rename is atomic). On an exception it is removed and ``final_dir`` is untouched.
+
+    Raises:
+        FileExistsError: ``final_dir`` exists and ``overwrite`` is False.
+    """
+    final_dir = Path(final_dir).absolute()
+    if final_dir.exists() and not overwrite:
+        raise FileExistsError(f"{final_dir} exists; pass overwrite=True to replace it")
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.staging-", dir=final_dir.parent))
+    staging.chmod(0o755)  # mkdtemp creates 0700
+    try:
+        yield staging
+        if final_dir.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.old-", dir=final_dir.parent))
+            os.replace(final_dir, retired / final_dir.name)
+            os.replace(staging, final_dir)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, final_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _check_schema(frame: pl.DataFrame, schema: dict, path: Path, optional: dict | None = None):
+    for column, dtype in schema.items():
+        if column not in frame.columns:
+            raise ProcessedDataError(f"{path}: missing column {column!r}")
+        if frame.schema[column] != dtype:
+            raise ProcessedDataError(
+                f"{path}: column {column!r} has type {frame.schema[column]}, expected {dtype}"
+            )
+    for column, dtype in (optional or {}).items():
+        if column in frame.columns and frame.schema[column] != dtype:
+            raise ProcessedDataError(
+                f"{path}: column {column!r} has type {frame.schema[column]}, expected {dtype}"
+            )
+
+
+def _check(condition: bool, path: Path, message: str) -> None:
+    if not condition:
+        raise ProcessedDataError(f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class ProcessedDataset:
+    """The three tables and the stats of one processed dataset (schemas: module docstring)."""
+
+    items: pl.DataFrame
+    users: pl.DataFrame
+    interactions: pl.DataFrame
+    stats: dict
+
+    @property
+    def num_items(self) -> int:
+        """N, the number of real items (ids 1..N)."""
+        return self.items.height
+
+    @property
+    def num_users(self) -> int:
+        """U, the number of users (ids 0..U-1)."""
+        return self.users.height
+
+    def validate(self, directory: Path | str = "<memory>") -> None:
+        """Check schemas, dense ids, ordering and stats; raise ProcessedDataError naming the
+        file and field that is wrong."""
+        directory = Path(directory)
+        items_path, users_path = directory / "items.parquet", directory / "users.parquet"
+        inter_path = directory / "interactions.parquet"
+        _check_schema(self.items, ITEMS_SCHEMA, items_path)
+        _check_schema(self.users, USERS_SCHEMA, users_path)
+        _check_schema(self.interactions, INTERACTIONS_SCHEMA, inter_path,
+                      OPTIONAL_INTERACTION_COLUMNS)
+        n, u = self.num_items, self.num_users
+        _check(self.items["item_id"].equals(pl.int_range(1, n + 1, dtype=pl.Int32, eager=True)
+                                            .alias("item_id")),
+               items_path, "'item_id' must be 1..N, dense and sorted")
+        titles = self.items["title"]
+        _check(titles.null_count() == 0 and not (titles.str.strip_chars() == "").any(),
+               items_path, "'title' must be non-empty")
+        for frame, path in ((self.items, items_path), (self.users, users_path)):
+            keys = frame["key"]
+            _check(keys.null_count() == 0 and keys.n_unique() == frame.height, path,
+                   "'key' must be unique and non-null")
+        _check(self.users["user_id"].equals(pl.int_range(0, u, dtype=pl.Int32, eager=True)
+                                            .alias("user_id")),
+               users_path, "'user_id' must be 0..U-1, dense and sorted")
+        inter = self.interactions
+        if inter.height:
+            _check(inter["item_id"].min() >= 1 and inter["item_id"].max() <= n, inter_path,
+                   f"'item_id' must lie in 1..{n}")
+            _check(inter["user_id"].min() >= 0 and inter["user_id"].max() < u, inter_path,
+                   f"'user_id' must lie in 0..{u - 1}")
+        expected_position = pl.int_range(pl.len(), dtype=pl.Int32).over("user_id")
+        ordered = inter.select(
+            (pl.col("user_id").diff().fill_null(0) >= 0).all().alias("users_sorted"),
+            (pl.col("position") == expected_position).all().alias("positions_dense"),
+        ).row(0)
+        _check(all(ordered), inter_path,
+               "rows must be sorted by (user_id, position) with 'position' = 0..len-1 per user")
+        for field, actual in (("users", u), ("items", n), ("interactions", inter.height)):
+            _check(self.stats.get(field) == actual, directory / "stats.json",
+                   f"{field!r} is {self.stats.get(field)}, the tables hold {actual}")
+
+    def fingerprint(self) -> str:
+        """sha256 hex digest over the items' (item_id, key, title, image_path): what an
+        item-feature cache depends on."""
+        columns = {c: self.items[c].to_list() for c in FINGERPRINT_COLUMNS}
+        payload = json.dumps(columns, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def write_into(self, directory: Path | str) -> None:
+        """Write the four files into an existing (staging) directory; not atomic by itself."""
+        directory = Path(directory)
+        self.items.write_parquet(directory / "items.parquet")
+        self.users.write_parquet(directory / "users.parquet")
+        self.interactions.write_parquet(directory / "interactions.parquet")
+        with open(directory / "stats.json", "w", encoding="utf-8") as out:
+            json.dump(self.stats, out, indent=2, ensure_ascii=False)
+            out.write("\n")
+
+    def save(self, directory: Path | str, overwrite: bool = False) -> Path:
+        """Validate, then write atomically to ``directory``; returns its absolute path."""
+        self.validate()
+        with atomic_directory(directory, overwrite=overwrite) as staging:
+            self.write_into(staging)
+        return Path(directory).absolute()
+
+    @classmethod
+    def load(cls, directory: Path | str, validate: bool = True) -> ProcessedDataset:
+        """Read a processed dataset directory (validated unless ``validate=False``)."""
+        directory = Path(directory)
+        for name in FILES:
+            if not (directory / name).is_file():
+                raise ProcessedDataError(
+                    f"{directory / name} not found; build the dataset with `recsys-prep "
+                    f"data=<name>` (see data_prep/README.md)"
+                )
+        with open(directory / "stats.json", encoding="utf-8") as stats_file:
+            stats = json.load(stats_file)
+        dataset = cls(
+            items=pl.read_parquet(directory / "items.parquet"),
+            users=pl.read_parquet(directory / "users.parquet"),
+            interactions=pl.read_parquet(directory / "interactions.parquet"),
+            stats=stats,
+        )
+        if validate:
+            dataset.validate(directory)
+        return dataset
+
+
+def read_stats(directory: Path | str) -> dict | None:
+    """The ``stats.json`` of a processed dataset directory, or None if it has none."""
+    path = Path(directory) / "stats.json"
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as stats_file:
+        return json.load(stats_file)
