@@ -1,0 +1,162 @@
+"""Build a hidden-state cache: run a frozen encoder once over every item.
+
+``build_cache(encoder, records, fingerprint, cache_dir)`` writes ``<name>.npy`` (fp16
+[N+1, L, D_max], row 0 = zeros, row i = item i) and ``<name>.json`` (see manifest.py):
+
+- reused without recomputation when a complete cache with the same identifying manifest
+  fields exists; on a difference: ``on_mismatch="rebuild"`` rebuilds, ``"refuse"`` raises
+  CacheMismatchError naming every differing field;
+- resumable: rows go to ``<name>.npy.partial`` (an open_memmap), and after each flushed
+  batch ``<name>.progress.json`` records the rows done (atomic rename). A rerun after a
+  kill continues from there with the same batches, so the result is byte-identical to an
+  uninterrupted build; the finished file is renamed into place, then the manifest written;
+- eval mode, no grad, batched, bf16/fp16 autocast on CUDA only, tqdm progress bar; the
+  build time and items/s are recorded in the manifest.
+
+Example:
+    >>> manifest = build_cache(encoder, items.to_dicts(), dataset.fingerprint(), "cache/ml")
+    >>> manifest["shape"], manifest["build"]["items_per_second"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from recsys.cache.manifest import (
+    CacheMismatchError,
+    CachePaths,
+    manifest_diff,
+    manifest_key,
+    read_json,
+    write_json_atomic,
+)
+from recsys.encoders.base import FrozenEncoder
+
+log = logging.getLogger(__name__)
+
+ON_MISMATCH = ("rebuild", "refuse")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA; nothing on other devices (CPU stays float32)."""
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp {amp!r} not in {sorted(AMP_DTYPES)}")
+    if device.type != "cuda" or AMP_DTYPES[amp] is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=AMP_DTYPES[amp])
+
+
+def _check_records(records: list[dict[str, Any]]) -> None:
+    ids = [r.get("item_id") for r in records]
+    if any(i is not None for i in ids) and ids != list(range(1, len(records) + 1)):
+        raise ValueError("records must be items 1..N in item_id order (row i = item i)")
+
+
+def _open_partial(
+    paths: CachePaths, key: dict[str, Any], shape: tuple[int, ...], dtype: str
+) -> tuple[np.memmap, dict[str, Any]]:
+    """The partial array and its progress record: resumed when both belong to this ``key``,
+    else started afresh (row 0 and everything else zero)."""
+    progress = read_json(paths.progress)
+    if progress is not None and progress.get("key") == key and paths.partial.exists():
+        array = np.lib.format.open_memmap(paths.partial, mode="r+")
+        if array.shape == shape and array.dtype == np.dtype(dtype):
+            log.info("resuming %s at item %d/%d", paths.partial, progress["done"], shape[0] - 1)
+            return array, progress
+        del array
+    paths.progress.unlink(missing_ok=True)
+    array = np.lib.format.open_memmap(paths.partial, mode="w+", dtype=dtype, shape=shape)
+    array[0] = 0
+    progress = {"key": key, "done": 0, "seconds": 0.0, "missing": 0, "failed": 0}
+    return array, progress
+
+
+def build_cache(
+    encoder: FrozenEncoder,
+    records: list[dict[str, Any]],
+    fingerprint: str,
+    cache_dir: str | os.PathLike,
+    dtype: str = "float16",
+    on_mismatch: str = "rebuild",
+    amp: str = "bf16",
+    device: str | torch.device | None = None,
+    progress_bar: bool = True,
+) -> dict[str, Any]:
+    """Cache ``encoder``'s features of ``records`` (items 1..N in order) in ``cache_dir``.
+
+    Returns the manifest (its ``build`` entry has ``reused: True`` when nothing was computed).
+    Raises CacheMismatchError when a different cache exists and ``on_mismatch="refuse"``.
+    """
+    if on_mismatch not in ON_MISMATCH:
+        raise ValueError(f"on_mismatch {on_mismatch!r} not in {ON_MISMATCH}")
+    _check_records(records)
+    paths = CachePaths.of(cache_dir, encoder.name)
+    paths.features.parent.mkdir(parents=True, exist_ok=True)
+    n = len(records)
+    shape = (n + 1, len(encoder.layer_widths), max(encoder.layer_widths))
+    key = manifest_key(encoder.identity(), fingerprint, shape, dtype)
+
+    found = read_json(paths.manifest)
+    if found is not None and found.get("complete") and paths.features.exists():
+        diff = manifest_diff(found, key)
+        if not diff:
+            log.info("reusing cache %s (manifest matches, nothing recomputed)", paths.features)
+            return {**found, "build": {**found.get("build", {}), "reused": True}}
+        detail = "\n  ".join(diff)
+        if on_mismatch == "refuse":
+            raise CacheMismatchError(
+                f"cache {paths.features} was built differently (cache.on_mismatch=refuse):\n  {detail}"
+            )
+        log.warning("rebuilding cache %s, its manifest differs:\n  %s", paths.features, detail)
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    encoder.to(device).eval()
+    array, progress = _open_partial(paths, key, shape, dtype)
+    bar = tqdm(total=n, initial=progress["done"], unit="item", desc=encoder.name, disable=not progress_bar)
+    with bar, torch.no_grad(), _autocast(device, amp):
+        for start in range(progress["done"], n, encoder.batch_size):
+            tic = time.perf_counter()
+            chunk = records[start : start + encoder.batch_size]
+            batch = encoder.preprocess(chunk)
+            features = encoder.encode(batch).to("cpu", torch.float32)
+            array[start + 1 : start + 1 + len(chunk)] = features.numpy().astype(dtype)
+            array.flush()
+            progress["done"] = start + len(chunk)
+            progress["seconds"] += time.perf_counter() - tic
+            progress["missing"] += int(batch.get("missing", 0))
+            progress["failed"] += int(batch.get("failed", 0))
+            write_json_atomic(paths.progress, progress)
+            bar.update(len(chunk))
+    del array
+    os.replace(paths.partial, paths.features)
+    seconds = progress["seconds"]
+    manifest = {
+        **key,
+        "complete": True,
+        "build": {
+            "seconds": round(seconds, 3),
+            "items_per_second": round(n / seconds, 2) if seconds > 0 else None,
+            "device": str(device),
+            "missing": progress["missing"],
+            "failed": progress["failed"],
+        },
+    }
+    write_json_atomic(paths.manifest, manifest)
+    paths.progress.unlink()
+    log.info(
+        "built %s %s in %.1f s (%.1f items/s)",
+        paths.features,
+        shape,
+        seconds,
+        n / max(seconds, 1e-9),
+    )
+    return {**manifest, "build": {**manifest["build"], "reused": False}}

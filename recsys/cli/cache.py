@@ -1,0 +1,67 @@
+"""``recsys-cache``: run every configured frozen encoder once over all items of a processed
+dataset and cache the per-layer hidden states (see recsys/cache/build.py).
+
+Usage:
+    recsys-cache data=movielens encoder/text=minilm encoder/image=efficientnet_lite0
+    recsys-cache encoder/image=none cache.on_mismatch=refuse
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from recsys.cache.build import build_cache
+from recsys.cli import CONF_DIR
+from recsys.data.processed import ProcessedDataset
+from recsys.encoders import build_encoder
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("text", "image")
+
+
+def run(cfg: DictConfig, modalities: tuple[str, ...] | list[str] = MODALITIES) -> dict[str, dict[str, Any]]:
+    """Build (or reuse) the cache of each configured encoder of ``modalities``;
+    modality -> manifest."""
+    dataset = ProcessedDataset.load(cfg.data.processed_dir)
+    records = dataset.items.to_dicts()
+    fingerprint = dataset.fingerprint()
+    manifests = {}
+    for modality in modalities:
+        encoder_cfg = cfg.encoder.get(modality)
+        if not encoder_cfg:
+            continue
+        encoder = build_encoder(OmegaConf.to_container(encoder_cfg, resolve=True))
+        manifest = build_cache(
+            encoder,
+            records,
+            fingerprint,
+            cfg.cache.dir,
+            dtype=cfg.cache.dtype,
+            on_mismatch=cfg.cache.on_mismatch,
+            amp=cfg.cache.amp,
+            device=cfg.cache.device,
+            progress_bar=cfg.cache.progress_bar,
+        )
+        build = manifest["build"]
+        timing = f"in {build['seconds']:.1f} s, {build['items_per_second']} items/s"
+        how = "reused (nothing recomputed; built earlier " if build["reused"] else "built ("
+        print(
+            f"[recsys-cache] {modality}/{encoder.name}: {manifest['shape']} "
+            f"{manifest['dtype']} {how}{timing}, {build['missing']} missing, "
+            f"{build['failed']} failed) -> {cfg.cache.dir}"
+        )
+        manifests[modality] = manifest
+    if not manifests:
+        log.warning("no encoder configured (encoder/text=none and encoder/image=none)")
+    return manifests
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="cache")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point of ``recsys-cache``."""
+    run(cfg)

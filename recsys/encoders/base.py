@@ -1,0 +1,118 @@
+"""FrozenEncoder: the contract every frozen foundation encoder follows.
+
+An encoder turns item records (rows of ``items.parquet`` as dicts: ``title``,
+``image_path``, ...) into per-layer features: ``preprocess(records) -> batch`` then
+``encode(batch) -> Tensor [B, L, D_max]`` (float32; layer l valid in its first
+``layer_widths[l]`` columns, zero past them). Rows whose ``batch["valid"]`` is False
+(no/unreadable image) are all zeros.
+
+Subclasses implement ``preprocess``, ``hidden_states`` (every entry, pooled) and
+``preprocessing``; they set ``modality``, ``model`` (the frozen backbone whose state dict is
+hashed) and ``all_widths`` (width of every hidden-state entry).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from recsys.encoders.weights import state_dict_sha256
+
+
+class FrozenEncoder(nn.Module):
+    """Base class: always in eval mode, no gradients, layer selection and padding.
+
+    Args:
+        name: unique encoder name (cache file stem).
+        layers: indices into the encoder's hidden-state entries to keep (None = all).
+        pooling: how a layer becomes one vector per item (encoder specific).
+        batch_size: items per encoding batch (used by the cache builder).
+    """
+
+    modality: str
+    model: nn.Module
+    all_widths: list[int]
+
+    def __init__(self, name: str, layers: list[int] | None, pooling: str, batch_size: int):
+        super().__init__()
+        self.name = name
+        self._layers = None if layers is None else [int(i) for i in layers]
+        self.pooling = pooling
+        self.batch_size = int(batch_size)
+        self._weights_sha256: str | None = None
+
+    def _freeze(self) -> None:
+        """Call once ``self.model`` and ``self.all_widths`` are set."""
+        self.model.requires_grad_(False)
+        self.eval()
+        bad = [i for i in self.layers if not 0 <= i < len(self.all_widths)]
+        if bad:
+            raise ValueError(
+                f"encoder {self.name!r}: layers {bad} out of range, it has "
+                f"{len(self.all_widths)} hidden-state entries (0..{len(self.all_widths) - 1})"
+            )
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        """Frozen: stays in eval mode whatever is asked (no dropout, fixed BN stats)."""
+        return super().train(False)
+
+    @property
+    def layers(self) -> list[int]:
+        """Indices of the kept hidden-state entries, in output order."""
+        return list(range(len(self.all_widths))) if self._layers is None else self._layers
+
+    @property
+    def layer_widths(self) -> list[int]:
+        """Width of each kept entry, in output order (length L)."""
+        return [self.all_widths[i] for i in self.layers]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def preprocess(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Records -> model inputs (CPU tensors) plus ``valid`` bool [B]."""
+        raise NotImplementedError
+
+    def hidden_states(self, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """Model inputs on ``self.device`` -> every hidden-state entry pooled, [B, D_l]."""
+        raise NotImplementedError
+
+    def preprocessing(self) -> dict[str, Any]:
+        """Preprocessing settings that change the features (for the manifest)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Batch from ``preprocess`` -> features [B, L, D_max] float32 on ``self.device``."""
+        inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        entries = self.hidden_states(inputs)
+        kept = [entries[i].float() for i in self.layers]
+        d_max = max(self.layer_widths)
+        out = torch.zeros(kept[0].shape[0], len(kept), d_max, device=self.device)
+        for j, h in enumerate(kept):
+            out[:, j, : h.shape[-1]] = h
+        return out * inputs["valid"].to(out.dtype)[:, None, None]
+
+    def identity(self) -> dict[str, Any]:
+        """What the cached features depend on: name, weights sha256, preprocessing, pooling,
+        layers (hidden-state entry indices) and their widths."""
+        if self._weights_sha256 is None:
+            self._weights_sha256 = state_dict_sha256(self.model.state_dict())
+        return {
+            "name": self.name,
+            "kind": type(self).kind,
+            "modality": self.modality,
+            "source": self.source(),
+            "weights_sha256": self._weights_sha256,
+            "preprocessing": self.preprocessing(),
+            "pooling": self.pooling,
+            "layers": self.layers,
+            "layer_widths": self.layer_widths,
+        }
+
+    def source(self) -> dict[str, Any]:
+        """Where the weights came from (informative; the hash is what identifies them)."""
+        raise NotImplementedError
