@@ -20,11 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from data_prep.protocol import apply_protocol
 from data_prep.readers import ReadContext, get_reader
+from recsys.cli import CONF_DIR
 from recsys.data.processed import atomic_directory, read_stats
 
 log = logging.getLogger(__name__)
-# Absolute: run as a console script, Hydra would read a relative path as a Python package.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def describe_source(reader: str, raw: Mapping, on_error: str) -> dict:

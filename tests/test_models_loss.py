@@ -26,7 +26,7 @@ def brute_in_batch(states, seq, emb, log_pop):
     for i in range(b):
         own = set(seq[i].tolist())
         for t in range(t1 - 1):
-            if seq[i, t + 1] == 0:
+            if seq[i, t + 1] == 0 or seq[i, t] == 0:
                 continue
             logits, label = [], None
             for j in range(b):

@@ -45,11 +45,13 @@ def in_batch_softmax_loss(
         item_emb: [B,T+1,d], embeddings of ``seq_items`` (the candidates).
         log_pop: [N+1], log train popularity of each item id (see ``log_popularity``).
     Returns:
-        scalar, mean cross-entropy over positions whose target is not padding.
+        scalar, mean cross-entropy over positions whose input and target are real items (a
+        left-padded window's first target follows a padding input: nothing to predict from).
     """
     b, t, d = user_states.shape
     cand_ids = seq_items.reshape(-1)  # [C], C = B·(T+1); column i·(T+1)+s is (user i, slot s)
-    rows, pos = (seq_items[:, 1:] != 0).nonzero(as_tuple=True)  # [V] positions with a target
+    real = (seq_items[:, :-1] != 0) & (seq_items[:, 1:] != 0)
+    rows, pos = real.nonzero(as_tuple=True)  # [V] positions that predict
     if rows.numel() == 0:
         return user_states.sum() * 0
     logits = user_states[rows, pos] @ item_emb.reshape(-1, d).T - log_pop[cand_ids]  # [V,C]

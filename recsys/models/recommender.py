@@ -79,7 +79,8 @@ class SequentialRecommender(nn.Module):
             all_emb = self.all_item_embeddings()
             states = self.user_states(batch_items[:, :-1], all_emb[batch_items[:, :-1]])
             history = batch_items if mask_history else None
-            return full_softmax_loss(states, batch_items[:, 1:], all_emb, history)
+            targets = batch_items[:, 1:].masked_fill(batch_items[:, :-1] == 0, 0)  # pad input
+            return full_softmax_loss(states, targets, all_emb, history)
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
     def param_groups(self, lrs: dict[str, float]) -> list[dict]:

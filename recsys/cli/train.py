@@ -1,0 +1,108 @@
+"""recsys-train: fit one method on one dataset, test at the best validation epoch.
+
+    recsys-train experiment=demo
+    recsys-train -m experiment=iisan_scientific_text seed=0,1,2
+    recsys-train adapter=id data=scientific encoder/image=none logger=csv
+
+Writes `<run dir>/results.json` (see recsys.train.results) whether the run completes or
+fails, prints a summary table, and returns the best validation value of `eval.monitor`
+(the objective for Hydra sweepers).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from recsys.cli import CONF_DIR
+from recsys.cli.prepare import prepare_inputs
+from recsys.eval.popularity import evaluate_popularity
+from recsys.train.builders import (
+    build_callbacks,
+    build_datamodule,
+    build_feature_store,
+    build_loggers,
+    build_module,
+)
+from recsys.train.efficiency import EfficiencyCallback
+from recsys.train.results import format_summary, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _floats(metrics: list[dict[str, Any]]) -> dict[str, float]:
+    """Lightning's validate/test return value -> {"hr@10": 0.1, ...} without stage prefix."""
+    merged = {k: float(v) for m in metrics for k, v in m.items()}
+    return {k.split("/", 1)[1]: v for k, v in merged.items() if "/" in k}
+
+
+def _finish_wandb() -> None:
+    """One W&B run per job: close it even when a multirun goes on in this process."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job from a composed config and return its results record."""
+    out_dir = Path(cfg.paths.output_dir)
+    results: dict[str, Any] = {
+        "status": "failed", "method": cfg.adapter.name, "dataset": cfg.data.name,
+        "seed": int(cfg.seed), "metrics": {"val": None, "test": None}, "baselines": {},
+        "efficiency": {}, "error": None, "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    try:
+        if cfg.prepare:
+            prepare_inputs(cfg)
+        pl.seed_everything(cfg.seed, workers=True)
+        dm = build_datamodule(cfg)
+        store, cache_seconds = build_feature_store(cfg, dm)
+        module = build_module(cfg, dm, store)
+        callbacks = build_callbacks(cfg)
+        loggers = build_loggers(cfg)
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+
+        best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
+        results["metrics"]["val"] = _floats(trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False))
+        results["metrics"]["test"] = _floats(trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False))
+        results["baselines"]["popularity"] = {
+            "test": evaluate_popularity(dm, ks=tuple(cfg.eval.ks), tie_policy=cfg.eval.tie_policy)
+        }
+        efficiency = next((c for c in callbacks if isinstance(c, EfficiencyCallback)), None)
+        results["efficiency"] = (efficiency.summary() if efficiency else {}) | {
+            "cache_build_s": cache_seconds
+        }
+        results["status"] = "complete"
+        for logger in loggers:
+            logger.log_metrics({f"summary/{k}": v for k, v in results["efficiency"].items()
+                                if isinstance(v, (int, float))})
+    except Exception:
+        results["error"] = traceback.format_exc()
+        raise
+    finally:
+        write_json_atomic(out_dir / "results.json", results)
+        _finish_wandb()
+    print(format_summary(results))
+    log.info("results: %s", out_dir / "results.json")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    results = train(cfg)
+    return results["metrics"]["val"].get(cfg.eval.monitor.split("/", 1)[1])
+
+
+if __name__ == "__main__":
+    main()

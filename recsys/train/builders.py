@@ -1,0 +1,105 @@
+"""Config -> objects: the datamodule, the feature store, the model, callbacks and loggers.
+
+Shared by `recsys-train` and `recsys-eval` so both build exactly the same thing from a
+(composed or saved) Hydra config.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from recsys.adapters import build_item_tower, layers_per_modality
+from recsys.adapters.layer_schedule import group_layer_schedule
+from recsys.cache.features import FeatureStore
+from recsys.cache.manifest import CachePaths, read_json
+from recsys.cache.store import load_feature_store
+from recsys.data.datamodule import SequenceDataModule
+from recsys.models.recommender import SequentialRecommender
+from recsys.train.module import RecommenderModule
+
+log = logging.getLogger(__name__)
+
+
+def active_encoders(cfg: DictConfig) -> dict[str, DictConfig]:
+    """modality -> encoder config, for the modalities the adapter consumes."""
+    wanted = cfg.adapter.get("modalities") or []
+    encoders = {m: cfg.encoder[m] for m in wanted if cfg.encoder.get(m)}  # none.yaml -> {}
+    missing = [m for m in wanted if m not in encoders]
+    if missing:
+        raise ValueError(
+            f"adapter {cfg.adapter.name!r} needs modalities {list(wanted)} but no encoder is "
+            f"selected for {missing}: choose one, e.g. encoder/{missing[0]}=<name>, or use an "
+            f"adapter for fewer modalities (e.g. adapter.modalities=[text])"
+        )
+    return encoders
+
+
+def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
+    dm = SequenceDataModule(
+        processed_dir=cfg.data.processed_dir,
+        window=cfg.data.protocol.window,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.seed,
+    )
+    dm.setup()
+    return dm
+
+
+def build_feature_store(cfg: DictConfig, dm: SequenceDataModule) -> tuple[FeatureStore | None, float | None]:
+    """Load the cached hidden states the adapter needs; returns (store, cache build seconds)."""
+    encoders = active_encoders(cfg)
+    if not encoders:
+        return None, None
+    explicit = layers_per_modality(cfg.adapter.get("layers"), list(encoders)) or {}
+    layers, build_seconds = {}, 0.0
+    for modality, enc in encoders.items():
+        manifest = read_json(CachePaths.of(cfg.cache.dir, enc.name).manifest)
+        if manifest is None:
+            raise FileNotFoundError(
+                f"no {modality} cache for encoder {enc.name!r} in {cfg.cache.dir}: run "
+                f"`recsys-cache data={cfg.data.name} encoder/{modality}={enc.name}` "
+                "(recsys-train does it itself with prepare=true)"
+            )
+        cached = manifest["encoder"]["layers"]
+        layers[modality] = explicit.get(modality) or group_layer_schedule(
+            max(cached) + 1, cfg.adapter.get("layer_groups")
+        )
+        build_seconds += float(manifest["build"]["seconds"])
+    store = load_feature_store(
+        cfg.cache.dir, {m: e.name for m, e in encoders.items()}, layers,
+        residency=cfg.cache.residency, fingerprint=dm.fingerprint,
+    )
+    log.info("features: %s", {m: (layers[m], store.widths[m]) for m in store.modalities})
+    return store, build_seconds
+
+
+def build_module(cfg: DictConfig, dm: SequenceDataModule, store: FeatureStore | None) -> RecommenderModule:
+    adapter_cfg = OmegaConf.to_container(cfg.adapter, resolve=True)
+    # The store already holds only the scheduled layers (build_feature_store).
+    for key in ("modalities", "layers", "layer_groups"):
+        adapter_cfg.pop(key, None)
+    if store is None:
+        adapter_cfg["num_items"] = dm.num_items
+    tower = build_item_tower(adapter_cfg.pop("name"), store, **adapter_cfg)
+    user_encoder = instantiate(cfg.model)
+    model = SequentialRecommender(tower, user_encoder)
+    return RecommenderModule(
+        model, dm.train_popularity, lrs=dict(cfg.optimizer.lr), loss=cfg.loss.name,
+        mask_history=cfg.loss.mask_history,
+        ks=tuple(cfg.eval.ks), tie_policy=cfg.eval.tie_policy, chunk_size=cfg.eval.chunk_size,
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]

@@ -1,0 +1,146 @@
+"""EfficiencyCallback: the efficiency axis, measured the same way for every method.
+
+Per run it records
+- trainable / total parameters of the LightningModule (frozen encoders whose features are
+  cached are not part of the model and are not counted);
+- wall time of each training epoch, validation excluded (Lightning runs validation
+  inside the training epoch, so its time is subtracted), and its median over the
+  epochs after the first (the first pays warm-up and allocation);
+- training sequences per second (windows of W+1 items);
+- peak memory: on CUDA `torch.cuda.max_memory_allocated`, reset at the start of each
+  phase (train epoch, evaluation pass); on CPU the process's peak resident set size
+  (`ru_maxrss`, which cannot be reset: a lifetime peak);
+- wall time of each evaluation pass (item tower over the whole catalogue + ranking).
+
+Figures go to every attached logger (W&B, CSV) as `efficiency/*` and are returned by
+`summary()` for results.json. Host syncs happen once per epoch/pass, never per batch.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
+
+
+def _peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class EfficiencyCallback(pl.Callback):
+    """Collects time, throughput, memory and parameter counts; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.epoch_seconds: list[float] = []
+        self.sequences_per_second: list[float] = []
+        self.eval_seconds: dict[str, list[float]] = {"val": [], "test": []}
+        self.peak_train_bytes = 0
+        self.peak_eval_bytes = 0
+        self.trainable_params = 0
+        self.total_params = 0
+        self.memory_kind = ""
+        self._epoch_train_peak: int | None = None
+        self._epoch_start = 0.0
+        self._eval_start = 0.0
+        self._eval_in_epoch = 0.0
+        self._sequences = 0
+
+    # ---- helpers --------------------------------------------------------------------
+    @staticmethod
+    def _log(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+    def summary(self) -> dict[str, float | int | str | None]:
+        """Run-level figures for results.json."""
+        steady = self.epoch_seconds[1:] or self.epoch_seconds
+        throughput = self.sequences_per_second[1:] or self.sequences_per_second
+        return {
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "epochs": len(self.epoch_seconds),
+            "s_per_epoch": statistics.median(steady) if steady else None,
+            "epoch_seconds": list(self.epoch_seconds),
+            "sequences_per_s": statistics.median(throughput) if throughput else None,
+            "peak_train_memory_bytes": self.peak_train_bytes,
+            "peak_eval_memory_bytes": self.peak_eval_bytes,
+            "memory_kind": self.memory_kind,
+            "val_eval_s": statistics.median(self.eval_seconds["val"]) if self.eval_seconds["val"] else None,
+            "test_eval_s": self.eval_seconds["test"][-1] if self.eval_seconds["test"] else None,
+        }
+
+    # ---- hooks ----------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        params = list(pl_module.parameters())
+        self.trainable_params = sum(p.numel() for p in params if p.requires_grad)
+        self.total_params = sum(p.numel() for p in params)
+        self.memory_kind = "cuda_max_allocated" if pl_module.device.type == "cuda" else "cpu_peak_rss"
+        self._log(trainer, {"efficiency/trainable_params": self.trainable_params,
+                            "efficiency/total_params": self.total_params})
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _reset_peak(pl_module.device)
+        self._sequences = 0
+        self._eval_in_epoch = 0.0
+        self._epoch_train_peak = None
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sequences += int(batch["items"].shape[0])
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _sync(pl_module.device)
+        seconds = time.perf_counter() - self._epoch_start - self._eval_in_epoch
+        peak = self._epoch_train_peak
+        if peak is None:
+            peak = _peak_memory_bytes(pl_module.device)
+        self.peak_train_bytes = max(self.peak_train_bytes, peak)
+        self.epoch_seconds.append(seconds)
+        self.sequences_per_second.append(self._sequences / max(seconds, 1e-9))
+        self._log(trainer, {"efficiency/epoch_s": seconds,
+                            "efficiency/sequences_per_s": self.sequences_per_second[-1],
+                            "efficiency/peak_train_memory_mb": peak / 2**20})
+
+    def _eval_begin(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and self._epoch_train_peak is None:
+            # validation inside a training epoch: keep the training peak, then reset
+            self._epoch_train_peak = _peak_memory_bytes(pl_module.device)
+        _reset_peak(pl_module.device)
+        self._eval_start = time.perf_counter()
+
+    def _eval_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        _sync(pl_module.device)
+        seconds = time.perf_counter() - self._eval_start
+        self._eval_in_epoch += seconds
+        self.eval_seconds[stage].append(seconds)
+        self.peak_eval_bytes = max(self.peak_eval_bytes, _peak_memory_bytes(pl_module.device))
+        self._log(trainer, {f"efficiency/{stage}_eval_s": seconds})
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._eval_begin(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._eval_end(trainer, pl_module, "val")
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._eval_begin(trainer, pl_module)
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._eval_end(trainer, pl_module, "test")

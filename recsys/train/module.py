@@ -1,0 +1,111 @@
+"""RecommenderModule: the one LightningModule every method trains and evaluates through.
+
+It receives a ready `SequentialRecommender` (item tower + user encoder) by injection and
+adds what Lightning needs: the training loss, Adam with per-module learning-rate groups,
+and full-ranking validation/test with metric sums reduced across processes.
+
+Batches (see recsys.data.datamodule):
+- train: {"items": LongTensor [B, W+1]} left-padded windows.
+- val/test: {"inputs": [B, W], "target": [B], "history": [B, H], "user": [B]}.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from recsys.eval.metrics import RankingMetrics
+from recsys.eval.ranking import full_ranking_ranks
+from recsys.models.loss import log_popularity
+from recsys.models.recommender import SequentialRecommender
+
+
+class RecommenderModule(pl.LightningModule):
+    """Train with the configured loss; evaluate by full ranking over all items.
+
+    Args:
+        model: item tower + user encoder.
+        train_popularity: float tensor [N+1], training-split item counts (index 0 = pad);
+            the in-batch loss subtracts log(popularity) from candidate logits.
+        lrs: learning rate per parameter group, e.g. {"adapter": 1e-4,
+            "text_head": 5e-5, "other": 2e-4}.
+        loss: "in_batch" (reference) or "full" (softmax over the whole catalogue).
+        mask_history: full loss only: mask the user's other items of the window.
+        ks: cut-offs for HR/NDCG/MRR.
+        tie_policy: how items scored equal to the target count ("pessimistic" default).
+        chunk_size: items scored per chunk in full ranking.
+    """
+
+    def __init__(
+        self,
+        model: SequentialRecommender,
+        train_popularity: torch.Tensor,
+        lrs: dict[str, float],
+        loss: str = "in_batch",
+        mask_history: bool = True,
+        ks: tuple[int, ...] = (5, 10, 20),
+        tie_policy: str = "pessimistic",
+        chunk_size: int = 65536,
+    ) -> None:
+        super().__init__()
+        if loss not in ("in_batch", "full"):
+            raise ValueError(f"loss must be 'in_batch' or 'full', got {loss!r}")
+        self.model = model
+        self.lrs = dict(lrs)
+        self.loss_name = loss
+        self.mask_history = mask_history
+        self.tie_policy = tie_policy
+        self.chunk_size = chunk_size
+        self.register_buffer("log_pop", log_popularity(train_popularity), persistent=False)
+        self.val_metrics = RankingMetrics(ks=tuple(ks))
+        self.test_metrics = RankingMetrics(ks=tuple(ks))
+        self._item_emb: torch.Tensor | None = None
+
+    # ---- training -------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.model.training_loss(batch["items"], self.log_pop, loss=self.loss_name,
+                                        mask_history=self.mask_history)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=batch["items"].shape[0])
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.param_groups(self.lrs))
+
+    # ---- evaluation -----------------------------------------------------------------
+    def _begin_eval(self) -> None:
+        """Embed the whole catalogue once per evaluation pass: [N+1, d]."""
+        self._item_emb = self.model.all_item_embeddings(chunk_size=self.chunk_size)
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], metrics: RankingMetrics) -> None:
+        user_emb = self.model.user_embedding(batch["inputs"])
+        ranks = full_ranking_ranks(
+            user_emb, self._item_emb, batch["target"], batch["history"],
+            tie_policy=self.tie_policy, chunk_size=self.chunk_size,
+        )
+        metrics.update(ranks)
+
+    def _end_eval(self, stage: str, metrics: RankingMetrics) -> None:
+        # compute() already sums the metric totals over processes.
+        for name, value in metrics.compute().items():
+            self.log(f"{stage}/{name}", value.float(), prog_bar=name == "hr@10")
+        metrics.reset()
+        self._item_emb = None
+
+    def on_validation_epoch_start(self) -> None:
+        self._begin_eval()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval("val", self.val_metrics)
+
+    def on_test_epoch_start(self) -> None:
+        self._begin_eval()
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval("test", self.test_metrics)

@@ -1,0 +1,79 @@
+"""EfficiencyCallback and results.json: figures are measured, validation time is excluded
+from epoch time, writes are atomic."""
+
+import json
+import time
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from recsys.train.efficiency import EfficiencyCallback
+from recsys.train.results import format_summary, write_json_atomic
+
+SLEEP_TRAIN, SLEEP_VAL = 0.05, 0.2
+
+
+class _Sleepy(pl.LightningModule):
+    """Known costs: each train batch sleeps SLEEP_TRAIN, each val pass SLEEP_VAL."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+        self.frozen = torch.nn.Linear(4, 4).requires_grad_(False)
+
+    def training_step(self, batch, batch_idx):
+        time.sleep(SLEEP_TRAIN)
+        return self.lin(batch["items"].float()).mean()
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_epoch_start(self):
+        time.sleep(SLEEP_VAL)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.lin.parameters(), lr=0.1)
+
+
+def _loader(n):
+    return DataLoader([{"items": torch.ones(4)} for _ in range(n)], batch_size=2)
+
+
+def test_callback_measures_params_time_throughput_memory():
+    cb = EfficiencyCallback()
+    trainer = pl.Trainer(max_epochs=3, callbacks=[cb], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(_Sleepy(), train_dataloaders=_loader(8), val_dataloaders=_loader(2))
+    s = cb.summary()
+    assert s["trainable_params"] == 5 and s["total_params"] == 5 + 20
+    assert s["epochs"] == 3 and len(s["epoch_seconds"]) == 3
+    # 4 batches x 50 ms per epoch; the 200 ms validation pass must not be counted.
+    assert 4 * SLEEP_TRAIN <= s["s_per_epoch"] < 4 * SLEEP_TRAIN + SLEEP_VAL * 0.75
+    assert s["val_eval_s"] >= SLEEP_VAL
+    assert s["sequences_per_s"] == pytest.approx(8 / s["s_per_epoch"], rel=0.05)
+    assert s["memory_kind"] == "cpu_peak_rss" and s["peak_train_memory_bytes"] > 10 * 2**20
+
+
+def test_results_written_atomically_and_summarised(tmp_path):
+    path = tmp_path / "run" / "results.json"
+    results = {
+        "status": "complete", "method": "iisan", "dataset": "movielens", "seed": 0,
+        "metrics": {"val": {"hr@10": 0.2}, "test": {"hr@10": 0.1234, "ndcg@10": 0.05, "mrr@10": 0.03}},
+        "baselines": {"popularity": {"test": {"hr@10": 0.05, "ndcg@10": 0.02, "mrr@10": 0.01}}},
+        "efficiency": {"trainable_params": 4113877, "s_per_epoch": 1.5, "epochs": 3,
+                       "peak_train_memory_bytes": 2**30, "memory_kind": "cpu_peak_rss",
+                       "cache_build_s": 12.0},
+    }
+    write_json_atomic(path, results)
+    assert json.loads(path.read_text()) == results
+    assert [p.name for p in path.parent.iterdir()] == ["results.json"]  # no temp file left
+    table = format_summary(results)
+    assert "0.1234" in table and "4,113,877" in table and "peak RSS (MiB)" in table
+    assert "popularity" in table and "1024" in table
+
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"bad": object()})
+    assert json.loads(path.read_text()) == results  # the old file survives a failed write
+    assert [p.name for p in path.parent.iterdir()] == ["results.json"]
