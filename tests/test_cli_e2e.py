@@ -12,15 +12,20 @@ import pytest
 
 BIN = Path(sys.executable).parent
 SMALL_SYNTHETIC = [
-    "data=synthetic", "data.raw.n_users=120", "data.raw.n_items=60", "data.raw.n_clusters=6",
-    "data.raw.max_length=14", "data.raw.image_size=32",
+    "data=synthetic",
+    "data.raw.n_users=120",
+    "data.raw.n_items=60",
+    "data.raw.n_clusters=6",
+    "data.raw.max_length=14",
+    "data.raw.image_size=32",
 ]
 
 
 def _run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([str(BIN / script), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [str(BIN / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
@@ -37,15 +42,25 @@ def test_prep_cache_train_eval_chain(workdir: Path):
     stats = json.loads((workdir / "data/processed/synthetic/stats.json").read_text())
     assert stats["users"] == 120 and stats["items"] > 0
 
-    out = _run("recsys-cache", [*common, "encoder.text.batch_size=64", "encoder.image.batch_size=32"],
-               workdir)
+    out = _run(
+        "recsys-cache", [*common, "encoder.text.batch_size=64", "encoder.image.batch_size=32"], workdir
+    )
     assert "minilm" in out.stdout and "efficientnet_lite0" in out.stdout
     manifest = json.loads((workdir / "data/cache/synthetic/minilm.json").read_text())
     assert manifest["complete"] and manifest["shape"] == [stats["items"] + 1, 7, 384]
 
     run_dir = workdir / "run"
-    out = _run("recsys-train", [*common, "trainer.max_epochs=2", "logger=csv", "trainer.accelerator=cpu",
-                                f"hydra.run.dir={run_dir}"], workdir)
+    out = _run(
+        "recsys-train",
+        [
+            *common,
+            "trainer.max_epochs=2",
+            "logger=csv",
+            "trainer.accelerator=cpu",
+            f"hydra.run.dir={run_dir}",
+        ],
+        workdir,
+    )
     assert "HR@10" in out.stdout and "popularity" in out.stdout
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "complete" and results["method"] == "iisan"

@@ -32,8 +32,18 @@ def _resolved(cfg) -> dict:
 
 def _group_overrides() -> list[tuple[str, str]]:
     cases = []
-    for group in ("data", "adapter", "model", "trainer", "logger", "callbacks", "cache",
-                  "encoder/text", "encoder/image", "experiment"):
+    for group in (
+        "data",
+        "adapter",
+        "model",
+        "trainer",
+        "logger",
+        "callbacks",
+        "cache",
+        "encoder/text",
+        "encoder/image",
+        "experiment",
+    ):
         cases += [(group, option) for option in _options(group)]
     return cases
 

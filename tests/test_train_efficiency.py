@@ -9,8 +9,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from recsys.atomic_io import write_json_atomic
 from recsys.train.efficiency import EfficiencyCallback
-from recsys.train.results import format_summary, write_json_atomic
+from recsys.train.results import format_summary
 
 SLEEP_TRAIN, SLEEP_VAL = 0.05, 0.2
 
@@ -43,8 +44,15 @@ def _loader(n):
 
 def test_callback_measures_params_time_throughput_memory():
     cb = EfficiencyCallback()
-    trainer = pl.Trainer(max_epochs=3, callbacks=[cb], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=3,
+        callbacks=[cb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(_Sleepy(), train_dataloaders=_loader(8), val_dataloaders=_loader(2))
     s = cb.summary()
     assert s["trainable_params"] == 5 and s["total_params"] == 5 + 20
@@ -59,12 +67,20 @@ def test_callback_measures_params_time_throughput_memory():
 def test_results_written_atomically_and_summarised(tmp_path):
     path = tmp_path / "run" / "results.json"
     results = {
-        "status": "complete", "method": "iisan", "dataset": "movielens", "seed": 0,
+        "status": "complete",
+        "method": "iisan",
+        "dataset": "movielens",
+        "seed": 0,
         "metrics": {"val": {"hr@10": 0.2}, "test": {"hr@10": 0.1234, "ndcg@10": 0.05, "mrr@10": 0.03}},
         "baselines": {"popularity": {"test": {"hr@10": 0.05, "ndcg@10": 0.02, "mrr@10": 0.01}}},
-        "efficiency": {"trainable_params": 4113877, "s_per_epoch": 1.5, "epochs": 3,
-                       "peak_train_memory_bytes": 2**30, "memory_kind": "cpu_peak_rss",
-                       "cache_build_s": 12.0},
+        "efficiency": {
+            "trainable_params": 4113877,
+            "s_per_epoch": 1.5,
+            "epochs": 3,
+            "peak_train_memory_bytes": 2**30,
+            "memory_kind": "cpu_peak_rss",
+            "cache_build_s": 12.0,
+        },
     }
     write_json_atomic(path, results)
     assert json.loads(path.read_text()) == results

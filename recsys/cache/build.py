@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from recsys.atomic_io import write_json_atomic
 from recsys.cache.manifest import (
     CacheMismatchError,
     CachePaths,
     manifest_diff,
     manifest_key,
     read_json,
-    write_json_atomic,
 )
 from recsys.encoders.base import FrozenEncoder
 

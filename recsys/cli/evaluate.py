@@ -20,15 +20,17 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from recsys.atomic_io import write_json_atomic
 from recsys.cli import CONF_DIR
 from recsys.train.builders import build_datamodule, build_feature_store, build_module
-from recsys.train.results import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
 def _checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
-    path = run_dir / "checkpoints" / f"{checkpoint}.ckpt" if checkpoint in ("best", "last") else Path(checkpoint)
+    path = (
+        run_dir / "checkpoints" / f"{checkpoint}.ckpt" if checkpoint in ("best", "last") else Path(checkpoint)
+    )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found; pass checkpoint=best|last|<path to .ckpt>")
     return path
@@ -42,7 +44,9 @@ def _run_config(run_dir: Path, overrides: DictConfig) -> DictConfig:
     return OmegaConf.merge(cfg, {"eval": overrides.eval, "data": overrides.get("data") or {}})
 
 
-def evaluate(run_dir: str | Path, checkpoint: str, stages: list[str], overrides: DictConfig) -> dict[str, Any]:
+def evaluate(
+    run_dir: str | Path, checkpoint: str, stages: list[str], overrides: DictConfig
+) -> dict[str, Any]:
     """Evaluate ``run_dir``'s checkpoint on ``stages``; returns {"val": {...}, "test": {...}}."""
     run_dir = Path(run_dir)
     cfg = _run_config(run_dir, overrides)
@@ -51,8 +55,13 @@ def evaluate(run_dir: str | Path, checkpoint: str, stages: list[str], overrides:
     module = build_module(cfg, dm, store)
     ckpt = torch.load(_checkpoint_path(run_dir, checkpoint), map_location="cpu", weights_only=True)
     module.load_state_dict(ckpt["state_dict"])
-    trainer = pl.Trainer(accelerator=overrides.accelerator, devices=1, logger=False,
-                         enable_checkpointing=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator=overrides.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     out: dict[str, Any] = {"checkpoint": str(checkpoint)}
     for stage in stages:
         run = trainer.validate if stage == "val" else trainer.test

@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from recsys.atomic_io import write_json_atomic
 from recsys.cli import CONF_DIR
 from recsys.cli.prepare import prepare_inputs
 from recsys.eval.popularity import evaluate_popularity
@@ -32,7 +33,7 @@ from recsys.train.builders import (
     build_module,
 )
 from recsys.train.efficiency import EfficiencyCallback
-from recsys.train.results import format_summary, write_json_atomic
+from recsys.train.results import format_summary
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job from a composed config and return its results record."""
     out_dir = Path(cfg.paths.output_dir)
     results: dict[str, Any] = {
-        "status": "failed", "method": cfg.adapter.name, "dataset": cfg.data.name,
-        "seed": int(cfg.seed), "metrics": {"val": None, "test": None}, "baselines": {},
-        "efficiency": {}, "error": None, "config": OmegaConf.to_container(cfg, resolve=True),
+        "status": "failed",
+        "method": cfg.adapter.name,
+        "dataset": cfg.data.name,
+        "seed": int(cfg.seed),
+        "metrics": {"val": None, "test": None},
+        "baselines": {},
+        "efficiency": {},
+        "error": None,
+        "config": OmegaConf.to_container(cfg, resolve=True),
     }
     try:
         if cfg.prepare:
@@ -74,8 +81,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
 
         best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
-        results["metrics"]["val"] = _floats(trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False))
-        results["metrics"]["test"] = _floats(trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False))
+        results["metrics"]["val"] = _floats(
+            trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
+        )
+        results["metrics"]["test"] = _floats(
+            trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
+        )
         results["baselines"]["popularity"] = {
             "test": evaluate_popularity(dm, ks=tuple(cfg.eval.ks), tie_policy=cfg.eval.tie_policy)
         }
@@ -85,8 +96,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         }
         results["status"] = "complete"
         for logger in loggers:
-            logger.log_metrics({f"summary/{k}": v for k, v in results["efficiency"].items()
-                                if isinstance(v, (int, float))})
+            logger.log_metrics(
+                {f"summary/{k}": v for k, v in results["efficiency"].items() if isinstance(v, (int, float))}
+            )
     except Exception:
         results["error"] = traceback.format_exc()
         raise

@@ -48,7 +48,9 @@ def popularity_user_embeddings(batch_size: int, item_emb: Tensor) -> Tensor:
 
 @torch.no_grad()
 def evaluate_popularity(
-    datamodule, ks: tuple[int, ...] = (5, 10, 20), tie_policy: str = "pessimistic",
+    datamodule,
+    ks: tuple[int, ...] = (5, 10, 20),
+    tie_policy: str = "pessimistic",
     stage: str = "test",
 ) -> dict[str, float]:
     """Most-popular baseline on a datamodule's val or test users, same protocol as models.
@@ -66,6 +68,7 @@ def evaluate_popularity(
     loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
     for batch in loader:
         user_emb = popularity_user_embeddings(batch["target"].shape[0], item_emb)
-        metrics.update(full_ranking_ranks(user_emb, item_emb, batch["target"], batch["history"],
-                                          tie_policy=tie_policy))
+        metrics.update(
+            full_ranking_ranks(user_emb, item_emb, batch["target"], batch["history"], tie_policy=tie_policy)
+        )
     return {k: float(v) for k, v in metrics.compute().items()}

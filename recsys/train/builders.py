@@ -25,7 +25,7 @@ from recsys.train.module import RecommenderModule
 log = logging.getLogger(__name__)
 
 
-def active_encoders(cfg: DictConfig) -> dict[str, DictConfig]:
+def adapter_encoders(cfg: DictConfig) -> dict[str, DictConfig]:
     """modality -> encoder config, for the modalities the adapter consumes."""
     wanted = cfg.adapter.get("modalities") or []
     encoders = {m: cfg.encoder[m] for m in wanted if cfg.encoder.get(m)}  # none.yaml -> {}
@@ -37,6 +37,12 @@ def active_encoders(cfg: DictConfig) -> dict[str, DictConfig]:
             f"adapter for fewer modalities (e.g. adapter.modalities=[text])"
         )
     return encoders
+
+
+def active_encoders(cfg: DictConfig) -> dict[str, DictConfig]:
+    """modality -> encoder config, for the modalities whose CACHED features the adapter reads:
+    none when it runs its encoders in the training step (``adapter.needs_encoders``)."""
+    return {} if cfg.adapter.get("needs_encoders") else adapter_encoders(cfg)
 
 
 def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
@@ -73,8 +79,11 @@ def build_feature_store(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Featur
         )
         build_seconds += float(manifest["build"]["seconds"])
     store = load_feature_store(
-        cfg.cache.dir, {m: e.name for m, e in encoders.items()}, layers,
-        residency=cfg.cache.residency, fingerprint=dm.fingerprint,
+        cfg.cache.dir,
+        {m: e.name for m, e in encoders.items()},
+        layers,
+        residency=cfg.cache.residency,
+        fingerprint=dm.fingerprint,
     )
     log.info("features: %s", {m: (layers[m], store.widths[m]) for m in store.modalities})
     return store, build_seconds
@@ -82,18 +91,31 @@ def build_feature_store(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Featur
 
 def build_module(cfg: DictConfig, dm: SequenceDataModule, store: FeatureStore | None) -> RecommenderModule:
     adapter_cfg = OmegaConf.to_container(cfg.adapter, resolve=True)
-    # The store already holds only the scheduled layers (build_feature_store).
-    for key in ("modalities", "layers", "layer_groups"):
-        adapter_cfg.pop(key, None)
-    if store is None:
-        adapter_cfg["num_items"] = dm.num_items
+    if adapter_cfg.pop("needs_encoders", False):
+        # Encoders in the training step (recsys/adapters/backbone.py): the tower gets the
+        # encoder configs and the item records 1..N instead of a store, and its layer options.
+        encoders = adapter_encoders(cfg)
+        adapter_cfg.pop("modalities")
+        adapter_cfg["encoders"] = {m: OmegaConf.to_container(e, resolve=True) for m, e in encoders.items()}
+        adapter_cfg["items"] = dm.items.to_dicts()
+    else:
+        # The store already holds only the scheduled layers (build_feature_store).
+        for key in ("modalities", "layers", "layer_groups"):
+            adapter_cfg.pop(key, None)
+        if store is None:
+            adapter_cfg["num_items"] = dm.num_items
     tower = build_item_tower(adapter_cfg.pop("name"), store, **adapter_cfg)
     user_encoder = instantiate(cfg.model)
     model = SequentialRecommender(tower, user_encoder)
     return RecommenderModule(
-        model, dm.train_popularity, lrs=dict(cfg.optimizer.lr), loss=cfg.loss.name,
+        model,
+        dm.train_popularity,
+        lrs=dict(cfg.optimizer.lr),
+        loss=cfg.loss.name,
         mask_history=cfg.loss.mask_history,
-        ks=tuple(cfg.eval.ks), tie_policy=cfg.eval.tie_policy, chunk_size=cfg.eval.chunk_size,
+        ks=tuple(cfg.eval.ks),
+        tie_policy=cfg.eval.tie_policy,
+        chunk_size=cfg.eval.chunk_size,
     )
 
 

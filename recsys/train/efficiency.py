@@ -92,8 +92,13 @@ class EfficiencyCallback(pl.Callback):
         self.trainable_params = sum(p.numel() for p in params if p.requires_grad)
         self.total_params = sum(p.numel() for p in params)
         self.memory_kind = "cuda_max_allocated" if pl_module.device.type == "cuda" else "cpu_peak_rss"
-        self._log(trainer, {"efficiency/trainable_params": self.trainable_params,
-                            "efficiency/total_params": self.total_params})
+        self._log(
+            trainer,
+            {
+                "efficiency/trainable_params": self.trainable_params,
+                "efficiency/total_params": self.total_params,
+            },
+        )
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _reset_peak(pl_module.device)
@@ -114,9 +119,14 @@ class EfficiencyCallback(pl.Callback):
         self.peak_train_bytes = max(self.peak_train_bytes, peak)
         self.epoch_seconds.append(seconds)
         self.sequences_per_second.append(self._sequences / max(seconds, 1e-9))
-        self._log(trainer, {"efficiency/epoch_s": seconds,
-                            "efficiency/sequences_per_s": self.sequences_per_second[-1],
-                            "efficiency/peak_train_memory_mb": peak / 2**20})
+        self._log(
+            trainer,
+            {
+                "efficiency/epoch_s": seconds,
+                "efficiency/sequences_per_s": self.sequences_per_second[-1],
+                "efficiency/peak_train_memory_mb": peak / 2**20,
+            },
+        )
 
     def _eval_begin(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING and self._epoch_train_peak is None:

@@ -63,10 +63,12 @@ class RecommenderModule(pl.LightningModule):
 
     # ---- training -------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.model.training_loss(batch["items"], self.log_pop, loss=self.loss_name,
-                                        mask_history=self.mask_history)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
-                 batch_size=batch["items"].shape[0])
+        loss = self.model.training_loss(
+            batch["items"], self.log_pop, loss=self.loss_name, mask_history=self.mask_history
+        )
+        self.log(
+            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["items"].shape[0]
+        )
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -80,8 +82,12 @@ class RecommenderModule(pl.LightningModule):
     def _eval_step(self, batch: dict[str, torch.Tensor], metrics: RankingMetrics) -> None:
         user_emb = self.model.user_embedding(batch["inputs"])
         ranks = full_ranking_ranks(
-            user_emb, self._item_emb, batch["target"], batch["history"],
-            tie_policy=self.tie_policy, chunk_size=self.chunk_size,
+            user_emb,
+            self._item_emb,
+            batch["target"],
+            batch["history"],
+            tie_policy=self.tie_policy,
+            chunk_size=self.chunk_size,
         )
         metrics.update(ranks)
 

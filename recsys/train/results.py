@@ -15,28 +15,7 @@ sweep can treat "results.json with status complete" as done.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """Write ``payload`` as JSON to ``path`` via a temp file in the same directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=float)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -52,10 +31,18 @@ def format_summary(results: dict[str, Any]) -> str:
     mem_label = "peak GPU mem (MiB)" if eff.get("memory_kind") == "cuda_max_allocated" else "peak RSS (MiB)"
     rows = [
         ("", "HR@10", "NDCG@10", "MRR@10"),
-        (results["method"], _fmt(test.get("hr@10"), ".4f"), _fmt(test.get("ndcg@10"), ".4f"),
-         _fmt(test.get("mrr@10"), ".4f")),
-        ("popularity", _fmt(pop.get("hr@10"), ".4f"), _fmt(pop.get("ndcg@10"), ".4f"),
-         _fmt(pop.get("mrr@10"), ".4f")),
+        (
+            results["method"],
+            _fmt(test.get("hr@10"), ".4f"),
+            _fmt(test.get("ndcg@10"), ".4f"),
+            _fmt(test.get("mrr@10"), ".4f"),
+        ),
+        (
+            "popularity",
+            _fmt(pop.get("hr@10"), ".4f"),
+            _fmt(pop.get("ndcg@10"), ".4f"),
+            _fmt(pop.get("mrr@10"), ".4f"),
+        ),
     ]
     lines = [f"{a:<16}{b:>10}{c:>10}{d:>10}" for a, b, c, d in rows]
     facts = [

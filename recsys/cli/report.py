@@ -1,0 +1,58 @@
+"""recsys-report: aggregate a sweep directory into a table, TPME and Pareto plots.
+
+    recsys-report multirun/compare_methods/<time>
+    recsys-report <sweep dir> --out reports/ --weights 0.45 0.10 0.45
+
+Writes report.md (a table per dataset + failed runs), report.csv (the per-method table),
+pareto_memory.png and pareto_time.png into --out (default: the sweep directory), and prints
+the markdown. See recsys.report.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from recsys.report import (
+    TPMEWeights,
+    atomic_path,
+    load_runs,
+    render_report,
+    save_pareto_plots,
+    summarise,
+    write_text_atomic,
+)
+
+
+def write_report(sweep_dir: Path, out_dir: Path, weights: TPMEWeights) -> str:
+    """Write every report file for ``sweep_dir`` into ``out_dir``; returns the markdown."""
+    runs = load_runs(sweep_dir)
+    if runs.is_empty():
+        raise SystemExit(f"recsys-report: no runs (results.json or .hydra/) under {sweep_dir}")
+    summary = summarise(runs, weights)
+    text = render_report(summary, runs, weights, title=f"Sweep report: {sweep_dir}")
+    write_text_atomic(out_dir / "report.md", text)
+    with atomic_path(out_dir / "report.csv") as tmp:
+        summary.write_csv(tmp)
+    save_pareto_plots(summary, out_dir)
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="recsys-report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path, help="sweep (or runs) directory, searched recursively")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: sweep_dir)")
+    parser.add_argument("--weights", type=float, nargs=3, default=None, metavar=("TIME", "PARAMS", "MEMORY"),
+                        help="TPME weights, summing to 1 (default 0.45 0.10 0.45)")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"not a directory: {args.sweep_dir}")
+    try:
+        weights = TPMEWeights.of(args.weights) if args.weights else TPMEWeights()
+    except ValueError as err:
+        parser.error(str(err))
+    print(write_report(args.sweep_dir, args.out or args.sweep_dir, weights), end="")
+
+
+if __name__ == "__main__":
+    main()
