@@ -21,6 +21,20 @@ def _iisan(tmp_path: Path, users: str, items: str = ITEMS_TSV, on_error: str = "
     return get_reader("amazon_iisan")(raw, ReadContext(on_error=on_error))
 
 
+def test_iisan_local_images_are_linked_and_missing_ones_null(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "A2.jpg").write_bytes(b"\xff\xd8")
+    (tmp_path / "users.tsv").write_text("u1\tA1 A2 A3\n", encoding="utf-8")
+    (tmp_path / "items.tsv").write_text(ITEMS_TSV, encoding="utf-8")
+    raw = {"users_file": str(tmp_path / "users.tsv"), "items_file": str(tmp_path / "items.tsv"),
+           "images_dir": str(images)}
+    items = get_reader("amazon_iisan")(raw, ReadContext()).items
+    assert items["image_path"].to_list() == [None, str(images / "A2.jpg"), None]
+    with pytest.raises(RawDataError, match="image directory not found"):
+        get_reader("amazon_iisan")(raw | {"images_dir": str(tmp_path / "nope")}, ReadContext())
+
+
 def test_registry_lists_the_builtin_readers():
     assert {"amazon_iisan", "movielens", "amazon2018", "synthetic"} <= set(list_readers())
     with pytest.raises(KeyError, match="unknown reader"):

@@ -1,8 +1,11 @@
-"""Reader for the IISAN Amazon TSV files (Scientific, Instrument), text only.
+"""Reader for the IISAN Amazon TSV files (Scientific, Instrument), with optional local images.
 
 Raw config (``conf/data/scientific.yaml: raw``):
     users_file: one user a line, ``user_id<TAB>ASIN ASIN ...`` (space separated, oldest first).
     items_file: one item a line, ``ASIN<TAB>title`` (titles hold HTML entities).
+    images_dir: optional folder of item images ``<ASIN>.jpg`` (IISAN distributes them as a
+        separate archive); items without a file get a null ``image_path`` (counted in
+        stats.json ``missing``). null = text only.
 
 Bad records (``ctx.problem`` reasons): ``malformed_line`` (no tab / no items / no title
 column), ``empty_title``, ``duplicate_item``, ``duplicate_user``, ``unknown_item`` (an ASIN
@@ -20,12 +23,13 @@ from data_prep.readers import (
     ReadContext,
     clean_text,
     items_frame,
+    local_images,
     register_reader,
     require_file,
 )
 
 
-def _read_items(path, ctx: ReadContext) -> pl.DataFrame:
+def _read_items(path, images_dir, ctx: ReadContext) -> pl.DataFrame:
     keys: list[str] = []
     titles: list[str] = []
     seen: set[str] = set()
@@ -44,7 +48,7 @@ def _read_items(path, ctx: ReadContext) -> pl.DataFrame:
                 seen.add(key)
                 keys.append(key)
                 titles.append(title)
-    return items_frame(keys, titles)
+    return items_frame(keys, titles, local_images(images_dir, keys, ".jpg"))
 
 
 def _read_sequences(path, known_items: set[str], ctx: ReadContext) -> pl.DataFrame:
@@ -78,9 +82,10 @@ def _read_sequences(path, known_items: set[str], ctx: ReadContext) -> pl.DataFra
 
 @register_reader("amazon_iisan")
 def read_amazon_iisan(raw: Mapping, ctx: ReadContext) -> RawDataset:
-    """Read ``raw.users_file`` and ``raw.items_file`` into a RawDataset (no timestamps)."""
+    """Read ``raw.users_file``, ``raw.items_file`` and the optional ``raw.images_dir`` into a
+    RawDataset (no timestamps)."""
     users_file = require_file(raw["users_file"], "IISAN users file")
     items_file = require_file(raw["items_file"], "IISAN items file")
-    items = _read_items(items_file, ctx)
+    items = _read_items(items_file, raw.get("images_dir"), ctx)
     interactions = _read_sequences(users_file, set(items["key"].to_list()), ctx)
     return RawDataset(items=items, interactions=interactions, dropped=ctx.dropped_counts())
