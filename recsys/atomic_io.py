@@ -1,33 +1,43 @@
-"""Atomic file writes: a temp file in the target's directory, fsync, then os.replace.
+"""Atomic file output: write to a temp file beside the target, then ``os.replace`` it.
 
-A killed job never leaves half a file behind: readers see the old content or the new one.
+A killed job never leaves half a file behind: readers (a report regenerated while a sweep
+runs, a resumed job) see the old content or the new one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (parents created); returns the path."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temp path (same directory and suffix as ``path``) for the body to
+    write; on success it replaces ``path``, if the body raises it is removed.
+
+    The body creates the file itself, so it gets the usual permissions (umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{path.suffix}")
     try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and manifests are shared files
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:

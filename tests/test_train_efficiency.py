@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from recsys.atomic_io import write_json_atomic
-from recsys.train.efficiency import EfficiencyCallback
+from recsys.train.efficiency import EfficiencyCallback, _peak_memory_bytes, _reset_peak
 from recsys.train.results import format_summary
 
 SLEEP_TRAIN, SLEEP_VAL = 0.05, 0.2
@@ -62,6 +62,16 @@ def test_callback_measures_params_time_throughput_memory():
     assert s["val_eval_s"] >= SLEEP_VAL
     assert s["sequences_per_s"] == pytest.approx(8 / s["s_per_epoch"], rel=0.05)
     assert s["memory_kind"] == "cpu_peak_rss" and s["peak_train_memory_bytes"] > 10 * 2**20
+
+
+def test_cpu_peak_memory_is_reset_per_phase():
+    cpu = torch.device("cpu")
+    big = torch.ones(400 * 2**20, dtype=torch.uint8)
+    big += 1
+    high = _peak_memory_bytes(cpu)
+    del big
+    _reset_peak(cpu)  # a later phase must not inherit the earlier peak
+    assert _peak_memory_bytes(cpu) < high - 200 * 2**20
 
 
 def test_results_written_atomically_and_summarised(tmp_path):

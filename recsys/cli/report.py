@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from recsys.atomic_io import atomic_path, write_text_atomic
 from recsys.report import (
+    DEFAULT_WEIGHTS,
     TPMEWeights,
-    atomic_path,
     load_runs,
     render_report,
     save_pareto_plots,
     summarise,
-    write_text_atomic,
 )
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.sweep_dir.is_dir():
         parser.error(f"not a directory: {args.sweep_dir}")
     try:
-        weights = TPMEWeights.of(args.weights) if args.weights else TPMEWeights()
+        weights = TPMEWeights.of(args.weights) if args.weights else DEFAULT_WEIGHTS
     except ValueError as err:
         parser.error(str(err))
     print(write_report(args.sweep_dir, args.out or args.sweep_dir, weights), end="")

@@ -59,7 +59,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     results: dict[str, Any] = {
         "status": "failed",
-        "method": cfg.adapter.name,
+        "method": cfg.label,
+        "adapter": cfg.adapter.name,
         "dataset": cfg.data.name,
         "seed": int(cfg.seed),
         "metrics": {"val": None, "test": None},

@@ -63,21 +63,22 @@ def build_feature_store(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Featur
     encoders = active_encoders(cfg)
     if not encoders:
         return None, None
-    explicit = layers_per_modality(cfg.adapter.get("layers"), list(encoders)) or {}
-    layers, build_seconds = {}, 0.0
+    manifests = {}
     for modality, enc in encoders.items():
-        manifest = read_json(CachePaths.of(cfg.cache.dir, enc.name).manifest)
-        if manifest is None:
+        manifests[modality] = read_json(CachePaths.of(cfg.cache.dir, enc.name).manifest)
+        if manifests[modality] is None:
             raise FileNotFoundError(
                 f"no {modality} cache for encoder {enc.name!r} in {cfg.cache.dir}: run "
                 f"`recsys-cache data={cfg.data.name} encoder/{modality}={enc.name}` "
                 "(recsys-train does it itself with prepare=true)"
             )
-        cached = manifest["encoder"]["layers"]
-        layers[modality] = explicit.get(modality) or group_layer_schedule(
-            max(cached) + 1, cfg.adapter.get("layer_groups")
-        )
-        build_seconds += float(manifest["build"]["seconds"])
+    entries = {m: max(man["encoder"]["layers"]) + 1 for m, man in manifests.items()}
+    # No layer dropping (layer_groups null) keeps every layer of the shallowest encoder and
+    # groups deeper ones to as many blocks, so paired (inter) streams stay aligned.
+    groups = cfg.adapter.get("layer_groups") or min(entries.values()) - 1
+    explicit = layers_per_modality(cfg.adapter.get("layers"), list(encoders)) or {}
+    layers = {m: explicit.get(m) or group_layer_schedule(n, groups) for m, n in entries.items()}
+    build_seconds = sum(float(man["build"]["seconds"]) for man in manifests.values())
     store = load_feature_store(
         cfg.cache.dir,
         {m: e.name for m, e in encoders.items()},

@@ -8,8 +8,9 @@ Per run it records
   epochs after the first (the first pays warm-up and allocation);
 - training sequences per second (windows of W+1 items);
 - peak memory: on CUDA `torch.cuda.max_memory_allocated`, reset at the start of each
-  phase (train epoch, evaluation pass); on CPU the process's peak resident set size
-  (`ru_maxrss`, which cannot be reset: a lifetime peak);
+  phase (train epoch, evaluation pass); on CPU the process's peak resident set size, reset
+  per phase through Linux's /proc/self/clear_refs (VmHWM), so jobs of a multirun sweep in
+  one process do not inherit each other's peak (elsewhere: the lifetime `ru_maxrss`);
 - wall time of each evaluation pass (item tower over the whole catalogue + ranking).
 
 Figures go to every attached logger (W&B, CSV) as `efficiency/*` and are returned by
@@ -21,15 +22,25 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
 
 
+PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
 def _peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
@@ -37,6 +48,11 @@ def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        PROC_CLEAR_REFS.write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
 
 
 def _sync(device: torch.device) -> None:

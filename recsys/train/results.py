@@ -3,7 +3,8 @@
 Layout (all keys always present; figures that do not apply are null):
 
     {"status": "complete" | "failed",
-     "method": adapter name, "dataset": data name, "seed": int,
+     "method": label (the adapter config chosen), "adapter": registry name,
+     "dataset": data name, "seed": int,
      "metrics": {"val": {...best validation...}, "test": {...at best checkpoint...}},
      "baselines": {"popularity": {"test": {...}}},
      "efficiency": {...EfficiencyCallback.summary()..., "cache_build_s": float | null},

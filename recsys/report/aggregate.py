@@ -1,0 +1,147 @@
+"""Sweep directory -> one row per run (``load_runs``) -> one row per method (``summarise``).
+
+A run is a job directory: one with a ``results.json`` (see ``recsys.train.results``), or one
+with a ``.hydra/`` folder but no ``results.json`` (killed before it could write one, or still
+running) which counts as failed. Directories are searched recursively, so a Hydra multirun
+(``<sweep>/<job num>/``), nested sweeps and a folder of single runs all work.
+
+Methods are grouped by (dataset, method) where *method* is the run's ``label``
+(``results["method"]``; conf/train.yaml sets it to the chosen adapter config, which tells
+apart ``iisan_intra`` from ``iisan_add``, both registry name ``iisan``). A killed job's
+label is read from the adapter choice Hydra saved in ``.hydra/hydra.yaml``. Only complete
+runs are aggregated; failed ones are listed apart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from omegaconf import OmegaConf
+
+from recsys.report.tpme import DEFAULT_WEIGHTS, TPMEWeights, tpme
+
+METRICS = ("hr@10", "ndcg@10")  # test metrics reported as mean ± std over seeds
+
+RUN_SCHEMA = {
+    "run_dir": pl.String, "status": pl.String, "dataset": pl.String, "method": pl.String,
+    "adapter": pl.String, "seed": pl.Int64,
+    **{f"test_{m}": pl.Float64 for m in METRICS},
+    "trainable_params": pl.Int64, "s_per_epoch": pl.Float64, "peak_memory_mib": pl.Float64,
+    "memory_kind": pl.String, "val_eval_s": pl.Float64, "error": pl.String, "overrides": pl.List(pl.String),
+}
+
+
+def _last_line(text: str | None) -> str | None:
+    """Last non-empty line of an error message / traceback (the exception itself)."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def _overrides(job_dir: Path) -> list[str] | None:
+    """The job's command-line overrides (``.hydra/overrides.yaml``)."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else None
+
+
+def _run_from_results(path: Path) -> dict[str, Any]:
+    results = json.loads(path.read_text())
+    test = (results.get("metrics") or {}).get("test") or {}
+    eff = results.get("efficiency") or {}
+    mem = eff.get("peak_train_memory_bytes")
+    return {
+        "status": results.get("status"), "dataset": results.get("dataset"),
+        "method": results.get("method"), "adapter": results.get("adapter"),
+        "seed": results.get("seed"),
+        **{f"test_{m}": test.get(m) for m in METRICS},
+        "trainable_params": eff.get("trainable_params"), "s_per_epoch": eff.get("s_per_epoch"),
+        "peak_memory_mib": None if mem is None else mem / 2**20, "memory_kind": eff.get("memory_kind"),
+        "val_eval_s": eff.get("val_eval_s"), "error": _last_line(results.get("error")),
+    }
+
+
+def _run_without_results(job_dir: Path) -> dict[str, Any]:
+    """A job that never wrote results.json: identify it from its saved Hydra config."""
+    saved = {
+        name: OmegaConf.load(path) if (path := job_dir / ".hydra" / f"{name}.yaml").is_file()
+        else OmegaConf.create()
+        for name in ("config", "hydra")
+    }
+
+    def get(name: str, key: str) -> Any:  # interpolations needing a live Hydra -> None
+        return OmegaConf.select(saved[name], key, throw_on_resolution_failure=False)
+
+    return {
+        "status": "failed", "dataset": get("config", "data.name"),
+        "method": get("hydra", "hydra.runtime.choices.adapter") or get("config", "adapter.name"),
+        "adapter": get("config", "adapter.name"), "seed": get("config", "seed"),
+        "error": "no results.json: killed before writing it, or still running",
+    }
+
+
+def load_runs(sweep_dir: str | Path) -> pl.DataFrame:
+    """Every run under ``sweep_dir`` (recursively), one row each, columns ``RUN_SCHEMA``.
+
+    ``run_dir`` is relative to ``sweep_dir``; ``error`` is the last line of the run's
+    traceback; ``peak_memory_mib`` is the training peak (GPU allocated or CPU RSS, see
+    ``memory_kind``). Rows are ordered by run directory.
+    """
+    sweep_dir = Path(sweep_dir)
+    job_dirs = {p.parent for p in sweep_dir.rglob("results.json")}
+    job_dirs |= {p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()}
+    rows = []
+    for job_dir in sorted(job_dirs):
+        results = job_dir / "results.json"
+        row = _run_from_results(results) if results.is_file() else _run_without_results(job_dir)
+        rows.append(row | {"run_dir": str(job_dir.relative_to(sweep_dir)), "overrides": _overrides(job_dir)})
+    return pl.DataFrame(rows, schema=RUN_SCHEMA)
+
+
+def failed_runs(runs: pl.DataFrame) -> pl.DataFrame:
+    """The runs that did not complete (status other than "complete")."""
+    return runs.filter(pl.col("status").fill_null("") != "complete")
+
+
+def _with_tpme(summary: pl.DataFrame, weights: TPMEWeights) -> pl.DataFrame:
+    """Add ``tpme``, computed separately within each dataset."""
+    if summary.is_empty():
+        return summary.with_columns(tpme=pl.lit(None, pl.Float64))
+    parts = [
+        part.with_columns(tpme=pl.Series(
+            tpme(part["s_per_epoch"].to_list(), part["trainable_params"].to_list(),
+                 part["peak_memory_mib"].to_list(), weights),
+            dtype=pl.Float64,
+        ))
+        for part in summary.partition_by("dataset", maintain_order=True)
+    ]
+    return pl.concat(parts)
+
+
+def summarise(runs: pl.DataFrame, weights: TPMEWeights = DEFAULT_WEIGHTS) -> pl.DataFrame:
+    """One row per (dataset, method) over its complete runs.
+
+    Columns: dataset, method, adapter, n_seeds, ``<metric>_mean`` / ``<metric>_std`` for each
+    of ``METRICS`` (test; std null for a single seed), trainable_params, s_per_epoch (median
+    over seeds), peak_memory_mib (mean), memory_kind, val_eval_s (median), tpme (over the
+    methods of the same dataset, from these per-method figures). Sorted by dataset, then
+    NDCG@10 (best first).
+    """
+    complete = runs.filter(pl.col("status") == "complete")
+    summary = (
+        complete.group_by("dataset", "method", maintain_order=True)
+        .agg(
+            pl.col("adapter").first(),
+            pl.len().alias("n_seeds"),
+            *[agg for m in METRICS for agg in (pl.col(f"test_{m}").mean().alias(f"{m}_mean"),
+                                               pl.col(f"test_{m}").std().alias(f"{m}_std"))],
+            pl.col("trainable_params").median().cast(pl.Int64),
+            pl.col("s_per_epoch").median(),
+            pl.col("peak_memory_mib").mean(),
+            pl.col("memory_kind").unique().sort().str.join("+"),
+            pl.col("val_eval_s").median(),
+        )
+        .sort(["dataset", f"{METRICS[-1]}_mean", "method"], descending=[False, True, False], nulls_last=True)
+    )
+    return _with_tpme(summary, weights)

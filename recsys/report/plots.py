@@ -1,0 +1,81 @@
+"""Pareto plots: NDCG@10 (higher is better) against a cost (lower is better), per method.
+
+One panel per dataset, one point per method with error bars over seeds (NDCG@10 std), the
+Pareto front (methods no other method beats on both axes) highlighted and joined. Figures
+are built with the object API on the Agg canvas (no pyplot, no global backend switch), so
+this works headless and inside notebooks alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from recsys.atomic_io import atomic_path
+
+# file stem -> (summary column on the x axis, axis label)
+COSTS = {
+    "pareto_memory": ("peak_memory_mib", "peak memory (MiB)"),
+    "pareto_time": ("s_per_epoch", "training time per epoch (s)"),
+}
+QUALITY = "ndcg@10"
+
+
+def pareto_front(costs: Sequence[float], qualities: Sequence[float]) -> list[bool]:
+    """Mask of the points not dominated by another (cost <= and quality >=, one strictly)."""
+    points = list(zip(costs, qualities, strict=True))
+    return [
+        not any(c2 <= c and q2 >= q and (c2 < c or q2 > q) for c2, q2 in points)
+        for c, q in points
+    ]
+
+
+def _panel(ax, part: pl.DataFrame, cost: str, cost_label: str) -> None:
+    data = part.filter(pl.col(cost).is_not_null() & pl.col(f"{QUALITY}_mean").is_not_null())
+    x = data[cost].to_list()
+    y = data[f"{QUALITY}_mean"].to_list()
+    err = data[f"{QUALITY}_std"].fill_null(0.0).to_list()
+    front = pareto_front(x, y)
+    for xi, yi, ei, name, on_front in zip(x, y, err, data["method"].to_list(), front, strict=True):
+        ax.errorbar(xi, yi, yerr=ei, fmt="o", capsize=3, color="tab:red" if on_front else "tab:gray",
+                    markersize=7 if on_front else 5)
+        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if any(front):
+        fx, fy = zip(*sorted((xi, yi) for xi, yi, f in zip(x, y, front, strict=True) if f), strict=True)
+        ax.step(fx, fy, where="post", color="tab:red", alpha=0.6, label="Pareto front")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel(cost_label)
+    ax.set_ylabel(f"test {QUALITY.upper()} (mean ± std over seeds)")
+    ax.set_title(part["dataset"][0] if part.height else "no complete runs")
+    ax.grid(alpha=0.3)
+
+
+def pareto_figure(summary: pl.DataFrame, cost: str, cost_label: str) -> Figure:
+    """NDCG@10 vs ``cost`` (a ``summarise`` column), one panel per dataset."""
+    parts = summary.partition_by("dataset", maintain_order=True) or [summary]
+    fig = Figure(figsize=(5.5 * len(parts), 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(parts), squeeze=False)[0]
+    for ax, part in zip(axes, parts, strict=True):
+        _panel(ax, part, cost, cost_label)
+    return fig
+
+
+def pareto_figures(summary: pl.DataFrame) -> dict[str, Figure]:
+    """Every plot of the report: file stem (``COSTS`` key) -> figure."""
+    return {stem: pareto_figure(summary, cost, label) for stem, (cost, label) in COSTS.items()}
+
+
+def save_pareto_plots(summary: pl.DataFrame, out_dir: str | Path, dpi: int = 120) -> list[Path]:
+    """Write ``<out_dir>/pareto_memory.png`` and ``pareto_time.png`` atomically; returns the paths."""
+    paths = []
+    for stem, fig in pareto_figures(summary).items():
+        path = Path(out_dir) / f"{stem}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+        paths.append(path)
+    return paths

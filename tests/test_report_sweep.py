@@ -1,0 +1,123 @@
+"""recsys-report on a tiny real sweep: `recsys-train -m` over two methods x two seeds on
+synthetic data (real MiniLM + EfficientNet-Lite0 caches), plus two failed jobs.
+
+``tiny_sweep`` builds the sweep once per test session (tests/test_notebook.py reuses it).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys.cli.report import main
+from recsys.report import TPMEWeights, load_runs, summarise, tpme
+
+BIN = Path(sys.executable).parent
+METHODS = ("iisan_intra", "id")
+SWEEP = [
+    "data=synthetic", "data.raw.n_users=120", "data.raw.n_items=60", "data.raw.n_clusters=6",
+    "data.raw.max_length=14", "data.raw.image_size=32", f"adapter={','.join(METHODS)}", "seed=0,1",
+    "trainer.max_epochs=1", "logger=csv", "trainer.accelerator=cpu",
+    # group runs by adapter config, as conf/experiment/compare_methods.yaml does
+]
+OOM = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+def _add_failed_jobs(sweep: Path) -> None:
+    """Job 4: failed with an error in results.json; job 5: killed before writing results.json."""
+    results = json.loads((sweep / "0" / "results.json").read_text())
+    results |= {"status": "failed", "metrics": {"val": None, "test": None}, "efficiency": {},
+                "error": f"Traceback (most recent call last):\n  File \"x.py\", line 1\n{OOM}\n"}
+    shutil.copytree(sweep / "0" / ".hydra", sweep / "4" / ".hydra")
+    (sweep / "4" / "results.json").write_text(json.dumps(results))
+    shutil.copytree(sweep / "2" / ".hydra", sweep / "5" / ".hydra")
+
+
+def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sweep directory, built on first use in this session's temp dir."""
+    root = tmp_path_factory.getbasetemp() / "report_sweep"
+    sweep = root / "sweep"
+    if not (root / "done").exists():
+        env = os.environ | {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+        args = [*SWEEP, f"paths.root_dir={root}", f"paths.data_dir={root / 'data'}",
+                f"hydra.sweep.dir={sweep}"]
+        proc = subprocess.run([str(BIN / "recsys-train"), "-m", *args], cwd=root.parent, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        _add_failed_jobs(sweep)
+        (root / "done").touch()
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    return tiny_sweep(tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_load_runs_finds_complete_failed_and_killed_jobs(sweep: Path):
+    runs = load_runs(sweep)
+    assert runs["run_dir"].to_list() == ["0", "1", "2", "3", "4", "5"]
+    assert runs["status"].to_list() == ["complete"] * 4 + ["failed"] * 2
+    assert runs["method"].to_list()[:4] == ["iisan_intra", "iisan_intra", "id", "id"]
+    assert runs["adapter"].to_list()[:4] == ["iisan", "iisan", "id", "id"]
+    assert runs["error"][4] == OOM
+    killed = runs.row(5, named=True)
+    assert killed["error"].startswith("no results.json") and killed["seed"] == 0
+    assert killed["dataset"] == "synthetic" and killed["method"] == "id"  # from .hydra/hydra.yaml
+    assert "adapter=id" in killed["overrides"] and "seed=0" in killed["overrides"]
+    complete = runs.filter(pl.col("status") == "complete")
+    nulls = complete.select(pl.all().exclude("error").is_null().any()).row(0, named=True)
+    assert not any(nulls.values()), nulls
+
+
+@pytest.mark.slow
+def test_summary_matches_the_runs(sweep: Path):
+    runs = load_runs(sweep)
+    summary = summarise(runs)
+    assert sorted(summary["method"]) == sorted(METHODS) and summary["n_seeds"].to_list() == [2, 2]
+    for row in summary.iter_rows(named=True):
+        mine = runs.filter(pl.col("method") == row["method"], pl.col("status") == "complete")
+        assert row["ndcg@10_mean"] == pytest.approx(mine["test_ndcg@10"].mean())
+        assert row["hr@10_std"] == pytest.approx(mine["test_hr@10"].std())
+        assert row["s_per_epoch"] == pytest.approx(mine["s_per_epoch"].median())
+    assert summary["tpme"].to_list() == pytest.approx(tpme(
+        summary["s_per_epoch"].to_list(), summary["trainable_params"].to_list(),
+        summary["peak_memory_mib"].to_list(), TPMEWeights()))
+    params = dict(zip(summary["method"], summary["trainable_params"], strict=True))
+    assert params["id"] < params["iisan_intra"]
+
+
+@pytest.mark.slow
+def test_cli_writes_report_files(sweep: Path, tmp_path: Path, capsys):
+    main([str(sweep), "--out", str(tmp_path), "--weights", "0.4", "0.2", "0.4"])
+    printed = capsys.readouterr().out
+    report = (tmp_path / "report.md").read_text()
+    assert printed == report
+    assert "| method | seeds | HR@10 | NDCG@10 | trainable params | s/epoch | peak mem (MiB) |" in report
+    assert "| iisan_intra | 2 |" in report and "| id | 2 |" in report
+    assert "TPME = 0.4·t + 0.2·p + 0.4·m" in report
+    assert "## Failed runs (2)" in report and OOM in report and "no results.json" in report
+    assert "| 4 | synthetic | iisan_intra | 0 | adapter=iisan_intra seed=0 |" in report  # swept ones only
+    csv = pl.read_csv(tmp_path / "report.csv")
+    assert csv.height == 2 and {"method", "n_seeds", "ndcg@10_mean", "tpme"} <= set(csv.columns)
+    for name in ("pareto_memory.png", "pareto_time.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.slow
+def test_console_script_defaults_to_the_sweep_dir_and_rejects_bad_weights(sweep: Path, tmp_path: Path):
+    target = tmp_path / "sweep"
+    shutil.copytree(sweep, target, ignore=shutil.ignore_patterns("checkpoints", "csv"))
+    proc = subprocess.run([str(BIN / "recsys-report"), str(target)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (target / "report.md").read_text() == proc.stdout
+    bad = subprocess.run([str(BIN / "recsys-report"), str(target), "--weights", "0.5", "0.5", "0.5"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "sum to 1" in bad.stderr
