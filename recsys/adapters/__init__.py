@@ -102,4 +102,13 @@ def check_groups(module: nn.Module, groups: dict[str, list[torch.Tensor]]) -> No
         raise RuntimeError("parameter groups must cover every trainable parameter exactly once")
 
 
-from recsys.adapters import id_embedding, iisan  # noqa: E402,F401  (registers the towers)
+from recsys.adapters import (  # noqa: E402,F401  (registers the towers)
+    bitfit,
+    fft,
+    frozen,
+    houlsby,
+    id_embedding,
+    iisan,
+    iisan_uncached,
+    lora,
+)
