@@ -9,13 +9,29 @@ from recsys.cli import CONF_DIR
 from recsys.cli.train import train
 
 TINY = [
-    "data=synthetic", "data.raw.n_users=60", "data.raw.n_items=40", "data.raw.n_clusters=4",
-    "data.raw.max_length=12", "encoder/image=none", "adapter.modalities=[text]",
-    "trainer.max_epochs=1", "trainer.accelerator=cpu", "logger=none", "cache.progress_bar=false",
-    "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1",
+    "data=synthetic",
+    "data.raw.n_users=60",
+    "data.raw.n_items=40",
+    "data.raw.n_clusters=4",
+    "data.raw.max_length=12",
+    "encoder/image=none",
+    "adapter.modalities=[text]",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "logger=none",
+    "cache.progress_bar=false",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
 ]
-METHODS = {"iisan_uncached": ["adapter.streams=intra"], "fft": [], "houlsby": [], "lora": [],
-           "bitfit": [], "frozen": []}
+METHODS = {
+    "iisan_uncached": ["adapter.streams=intra"],
+    "fft": [],
+    "houlsby": [],
+    "lora": [],
+    "bitfit": [],
+    "frozen": [],
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +42,14 @@ def data_dir(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_method_trains_and_evaluates_end_to_end(method, data_dir, tmp_path):
-    overrides = [f"adapter={method}", f"label={method}", *TINY, *METHODS[method], f"paths.data_dir={data_dir}",
-                 f"paths.output_dir={tmp_path / 'run'}"]
+    overrides = [
+        f"adapter={method}",
+        f"label={method}",
+        *TINY,
+        *METHODS[method],
+        f"paths.data_dir={data_dir}",
+        f"paths.output_dir={tmp_path / 'run'}",
+    ]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from recsys.cache.build import build_cache
 from recsys.atomic_io import write_json_atomic
+from recsys.cache.build import build_cache
 from recsys.cache.manifest import CacheMismatchError, CachePaths, read_json
 from recsys.cache.store import load_feature_store
 from recsys.cli.cache import run
