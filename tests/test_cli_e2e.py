@@ -69,6 +69,7 @@ def test_prep_cache_train_eval_chain(workdir: Path):
     eff = results["efficiency"]
     assert eff["epochs"] == 2 and eff["s_per_epoch"] > 0 and eff["trainable_params"] > 0
     assert eff["peak_train_memory_bytes"] > 0 and eff["cache_build_s"] > 0
+    assert eff["cache_bytes"] > 0 and eff["item_latency_ms"] > 0 and eff["user_batch_latency_ms"] > 0
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
 
     _run("recsys-eval", [f"run_dir={run_dir}", "stages=[test]", "accelerator=cpu"], workdir)

@@ -39,7 +39,7 @@ class _Sleepy(pl.LightningModule):
 
 
 def _loader(n):
-    return DataLoader([{"items": torch.ones(4)} for _ in range(n)], batch_size=2)
+    return DataLoader([{"items": torch.ones(4), "target": torch.tensor(1)} for _ in range(n)], batch_size=2)
 
 
 def test_callback_measures_params_time_throughput_memory():
@@ -60,6 +60,9 @@ def test_callback_measures_params_time_throughput_memory():
     # 4 batches x 50 ms per epoch; the 200 ms validation pass must not be counted.
     assert 4 * SLEEP_TRAIN <= s["s_per_epoch"] < 4 * SLEEP_TRAIN + SLEEP_VAL * 0.75
     assert s["val_eval_s"] >= SLEEP_VAL
+    # the module's eval-start work (embedding the catalogue) happens before the first batch
+    assert s["item_tower_s"] >= SLEEP_VAL and s["user_batch_latency_ms"] > 0
+    assert s["eval_batch_size"] == 2
     assert s["sequences_per_s"] == pytest.approx(8 / s["s_per_epoch"], rel=0.05)
     assert s["memory_kind"] == "cpu_peak_rss" and s["peak_train_memory_bytes"] > 10 * 2**20
 

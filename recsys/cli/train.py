@@ -74,7 +74,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             prepare_inputs(cfg)
         pl.seed_everything(cfg.seed, workers=True)
         dm = build_datamodule(cfg)
-        store, cache_seconds = build_feature_store(cfg, dm)
+        store, cache_facts = build_feature_store(cfg, dm)
         module = build_module(cfg, dm, store)
         callbacks = build_callbacks(cfg)
         loggers = build_loggers(cfg)
@@ -92,9 +92,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "test": evaluate_popularity(dm, ks=tuple(cfg.eval.ks), tie_policy=cfg.eval.tie_policy)
         }
         efficiency = next((c for c in callbacks if isinstance(c, EfficiencyCallback)), None)
-        results["efficiency"] = (efficiency.summary() if efficiency else {}) | {
-            "cache_build_s": cache_seconds
-        }
+        results["efficiency"] = (efficiency.summary() if efficiency else {}) | cache_facts
         results["status"] = "complete"
         for logger in loggers:
             logger.log_metrics(

@@ -58,11 +58,12 @@ def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
     return dm
 
 
-def build_feature_store(cfg: DictConfig, dm: SequenceDataModule) -> tuple[FeatureStore | None, float | None]:
-    """Load the cached hidden states the adapter needs; returns (store, cache build seconds)."""
+def build_feature_store(cfg: DictConfig, dm: SequenceDataModule) -> tuple[FeatureStore | None, dict]:
+    """Load the cached hidden states the adapter needs; returns (store, cache facts:
+    ``cache_build_s`` and ``cache_bytes`` summed over the encoders read, null without a cache)."""
     encoders = active_encoders(cfg)
     if not encoders:
-        return None, None
+        return None, {"cache_build_s": None, "cache_bytes": None}
     manifests = {}
     for modality, enc in encoders.items():
         manifests[modality] = read_json(CachePaths.of(cfg.cache.dir, enc.name).manifest)
@@ -78,7 +79,12 @@ def build_feature_store(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Featur
     groups = cfg.adapter.get("layer_groups") or min(entries.values()) - 1
     explicit = layers_per_modality(cfg.adapter.get("layers"), list(encoders)) or {}
     layers = {m: explicit.get(m) or group_layer_schedule(n, groups) for m, n in entries.items()}
-    build_seconds = sum(float(man["build"]["seconds"]) for man in manifests.values())
+    facts = {
+        "cache_build_s": sum(float(man["build"]["seconds"]) for man in manifests.values()),
+        "cache_bytes": sum(
+            CachePaths.of(cfg.cache.dir, e.name).features.stat().st_size for e in encoders.values()
+        ),
+    }
     store = load_feature_store(
         cfg.cache.dir,
         {m: e.name for m, e in encoders.items()},
@@ -87,7 +93,7 @@ def build_feature_store(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Featur
         fingerprint=dm.fingerprint,
     )
     log.info("features: %s", {m: (layers[m], store.widths[m]) for m in store.modalities})
-    return store, build_seconds
+    return store, facts
 
 
 def build_module(cfg: DictConfig, dm: SequenceDataModule, store: FeatureStore | None) -> RecommenderModule:

@@ -11,10 +11,14 @@ Per run it records
   phase (train epoch, evaluation pass); on CPU the process's peak resident set size, reset
   per phase through Linux's /proc/self/clear_refs (VmHWM), so jobs of a multirun sweep in
   one process do not inherit each other's peak (elsewhere: the lifetime `ru_maxrss`);
-- wall time of each evaluation pass (item tower over the whole catalogue + ranking).
+- wall time of each evaluation pass (item tower over the whole catalogue + ranking), and
+  inference latency: the item tower over the catalogue (from the pass's start to its first
+  batch, i.e. the module's catalogue embedding; per item = that / N) and the median time of
+  one user batch (user encoder + full ranking). Evaluation syncs the device per batch for
+  these; training never does.
 
 Figures go to every attached logger (W&B, CSV) as `efficiency/*` and are returned by
-`summary()` for results.json. Host syncs happen once per epoch/pass, never per batch.
+`summary()` for results.json. Training syncs the host once per epoch, never per batch.
 """
 
 from __future__ import annotations
@@ -70,7 +74,12 @@ class EfficiencyCallback(pl.Callback):
         self.peak_eval_bytes = 0
         self.trainable_params = 0
         self.total_params = 0
+        self.item_tower_seconds: list[float] = []
+        self.user_batch_seconds: list[float] = []
+        self.eval_batch_size = 0
+        self.num_items = 0
         self.memory_kind = ""
+        self._batch_start: float | None = None
         self._epoch_train_peak: int | None = None
         self._epoch_start = 0.0
         self._eval_start = 0.0
@@ -87,6 +96,7 @@ class EfficiencyCallback(pl.Callback):
         """Run-level figures for results.json."""
         steady = self.epoch_seconds[1:] or self.epoch_seconds
         throughput = self.sequences_per_second[1:] or self.sequences_per_second
+        tower_s = statistics.median(self.item_tower_seconds) if self.item_tower_seconds else None
         return {
             "trainable_params": self.trainable_params,
             "total_params": self.total_params,
@@ -99,6 +109,14 @@ class EfficiencyCallback(pl.Callback):
             "memory_kind": self.memory_kind,
             "val_eval_s": statistics.median(self.eval_seconds["val"]) if self.eval_seconds["val"] else None,
             "test_eval_s": self.eval_seconds["test"][-1] if self.eval_seconds["test"] else None,
+            "item_tower_s": tower_s,
+            "item_latency_ms": None
+            if tower_s is None or not self.num_items
+            else 1e3 * tower_s / self.num_items,
+            "user_batch_latency_ms": 1e3 * statistics.median(self.user_batch_seconds)
+            if self.user_batch_seconds
+            else None,
+            "eval_batch_size": self.eval_batch_size,
         }
 
     # ---- hooks ----------------------------------------------------------------------
@@ -148,7 +166,22 @@ class EfficiencyCallback(pl.Callback):
             # validation inside a training epoch: keep the training peak, then reset
             self._epoch_train_peak = _peak_memory_bytes(pl_module.device)
         _reset_peak(pl_module.device)
+        datamodule = getattr(trainer, "datamodule", None)
+        self.num_items = int(getattr(datamodule, "num_items", 0) or 0)
+        self._batch_start = None
         self._eval_start = time.perf_counter()
+
+    def _eval_batch_start(self, pl_module: pl.LightningModule) -> None:
+        _sync(pl_module.device)
+        now = time.perf_counter()
+        if self._batch_start is None:  # first batch: the catalogue was just embedded
+            self.item_tower_seconds.append(now - self._eval_start)
+        self._batch_start = now
+
+    def _eval_batch_end(self, pl_module: pl.LightningModule, batch: dict) -> None:
+        _sync(pl_module.device)
+        self.user_batch_seconds.append(time.perf_counter() - self._batch_start)
+        self.eval_batch_size = max(self.eval_batch_size, int(batch["target"].shape[0]))
 
     def _eval_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         _sync(pl_module.device)
@@ -160,6 +193,20 @@ class EfficiencyCallback(pl.Callback):
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._eval_begin(trainer, pl_module)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._eval_batch_start(pl_module)
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        self._eval_batch_end(pl_module, batch)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._eval_batch_start(pl_module)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._eval_batch_end(pl_module, batch)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._eval_end(trainer, pl_module, "val")

@@ -7,7 +7,8 @@ Layout (all keys always present; figures that do not apply are null):
      "dataset": data name, "seed": int,
      "metrics": {"val": {...best validation...}, "test": {...at best checkpoint...}},
      "baselines": {"popularity": {"test": {...}}},
-     "efficiency": {...EfficiencyCallback.summary()..., "cache_build_s": float | null},
+     "efficiency": {...EfficiencyCallback.summary()..., "cache_build_s": float | null,
+                    "cache_bytes": int | null},
      "error": str | null, "config": resolved Hydra config}
 
 Written atomically (temp file + rename) so a killed job never leaves half a file, and a
@@ -54,7 +55,13 @@ def format_summary(results: dict[str, Any]) -> str:
         ("sequences / s", _fmt(eff.get("sequences_per_s"), ".0f")),
         (mem_label, _fmt(None if mem is None else mem / 2**20, ".0f")),
         ("val pass (s)", _fmt(eff.get("val_eval_s"), ".2f")),
+        ("item tower (ms / item)", _fmt(eff.get("item_latency_ms"), ".3f")),
+        (f"user batch of {eff.get('eval_batch_size')} (ms)", _fmt(eff.get("user_batch_latency_ms"), ".1f")),
         ("cache build (s)", _fmt(eff.get("cache_build_s"), ".1f")),
+        (
+            "cache size (MiB)",
+            _fmt(None if eff.get("cache_bytes") is None else eff["cache_bytes"] / 2**20, ".1f"),
+        ),
     ]
     lines += [f"{k:<24}{v}" for k, v in facts]
     return "\n".join(lines)
