@@ -64,6 +64,7 @@ def test_callback_measures_params_time_throughput_memory():
     assert s["item_tower_s"] >= SLEEP_VAL and s["user_batch_latency_ms"] > 0
     assert s["eval_batch_size"] == 2
     assert s["sequences_per_s"] == pytest.approx(8 / s["s_per_epoch"], rel=0.05)
+    assert s["steps_per_epoch"] == 4 and s["s_per_step"] == pytest.approx(s["s_per_epoch"] / 4)
     assert s["memory_kind"] == "cpu_peak_rss" and s["peak_train_memory_bytes"] > 10 * 2**20
 
 

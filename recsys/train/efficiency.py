@@ -6,7 +6,9 @@ Per run it records
 - wall time of each training epoch, validation excluded (Lightning runs validation
   inside the training epoch, so its time is subtracted), and its median over the
   epochs after the first (the first pays warm-up and allocation);
-- training sequences per second (windows of W+1 items);
+- training sequences per second (windows of W+1 items) and seconds per optimiser step
+  (what to compare when slow methods are timed over a fixed number of steps with
+  `trainer.limit_train_batches`);
 - peak memory: on CUDA `torch.cuda.max_memory_allocated`, reset at the start of each
   phase (train epoch, evaluation pass); on CPU the process's peak resident set size, reset
   per phase through Linux's /proc/self/clear_refs (VmHWM), so jobs of a multirun sweep in
@@ -85,6 +87,8 @@ class EfficiencyCallback(pl.Callback):
         self._eval_start = 0.0
         self._eval_in_epoch = 0.0
         self._sequences = 0
+        self._steps = 0
+        self.steps_per_epoch: list[int] = []
 
     # ---- helpers --------------------------------------------------------------------
     @staticmethod
@@ -104,6 +108,8 @@ class EfficiencyCallback(pl.Callback):
             "s_per_epoch": statistics.median(steady) if steady else None,
             "epoch_seconds": list(self.epoch_seconds),
             "sequences_per_s": statistics.median(throughput) if throughput else None,
+            "steps_per_epoch": self.steps_per_epoch[-1] if self.steps_per_epoch else None,
+            "s_per_step": statistics.median(steady) / self.steps_per_epoch[-1] if steady else None,
             "peak_train_memory_bytes": self.peak_train_bytes,
             "peak_eval_memory_bytes": self.peak_eval_bytes,
             "memory_kind": self.memory_kind,
@@ -136,12 +142,14 @@ class EfficiencyCallback(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _reset_peak(pl_module.device)
         self._sequences = 0
+        self._steps = 0
         self._eval_in_epoch = 0.0
         self._epoch_train_peak = None
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._sequences += int(batch["items"].shape[0])
+        self._steps += 1
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         _sync(pl_module.device)
@@ -152,6 +160,7 @@ class EfficiencyCallback(pl.Callback):
         self.peak_train_bytes = max(self.peak_train_bytes, peak)
         self.epoch_seconds.append(seconds)
         self.sequences_per_second.append(self._sequences / max(seconds, 1e-9))
+        self.steps_per_epoch.append(self._steps)
         self._log(
             trainer,
             {
