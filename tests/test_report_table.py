@@ -9,10 +9,23 @@ from recsys.report.tpme import TPMEWeights
 
 
 def _run(method, seed, hr, ndcg, params=1000, s=2.0, mib=100.0, dataset="ds", status="complete", **extra):
-    row = {"run_dir": f"{method}-{seed}", "status": status, "dataset": dataset, "method": method,
-           "adapter": method.split("_")[0], "seed": seed, "test_hr@10": hr, "test_ndcg@10": ndcg,
-           "trainable_params": params, "s_per_epoch": s, "peak_memory_mib": mib,
-           "memory_kind": "cuda_max_allocated", "val_eval_s": 0.5}
+    row = {
+        "run_dir": f"{method}-{seed}",
+        "status": status,
+        "dataset": dataset,
+        "method": method,
+        "adapter": method.split("_")[0],
+        "seed": seed,
+        "test_hr@10": hr,
+        "test_ndcg@10": ndcg,
+        "trainable_params": params,
+        "s_per_epoch": s,
+        "s_per_step": None if s is None else s / 10,
+        "steps_per_epoch": 10,
+        "peak_memory_mib": mib,
+        "memory_kind": "cuda_max_allocated",
+        "val_eval_s": 0.5,
+    }
     return row | extra
 
 
@@ -33,7 +46,11 @@ def runs() -> pl.DataFrame:
 def test_summarise_aggregates_complete_runs_per_dataset_and_method(runs):
     summary = summarise(runs)
     assert summary.select("dataset", "method").rows() == [
-        ("ds", "iisan"), ("ds", "iisan_add"), ("ds", "id"), ("other", "id")]  # NDCG@10 best first
+        ("ds", "iisan"),
+        ("ds", "iisan_add"),
+        ("ds", "id"),
+        ("other", "id"),
+    ]  # NDCG@10 best first
     iisan = summary.row(0, named=True)
     assert iisan["n_seeds"] == 3  # the failed seed is not aggregated
     assert iisan["hr@10_mean"] == pytest.approx(0.6) and iisan["hr@10_std"] == pytest.approx(0.1)
@@ -58,8 +75,12 @@ def test_report_has_a_table_per_dataset_notes_and_failed_runs(runs):
     text = render_report(summarise(runs), runs, TPMEWeights(), "Sweep report: x")
     assert text.startswith("# Sweep report: x\n\n7 runs, 1 failed.")
     assert "## ds" in text and "## other" in text
-    assert "| iisan | 3 | 0.6000 ± 0.1000 | 0.3200 ± 0.0200 | 3,000 | 5.00 | 400 | 0.50 | 1.000 |" in text
-    assert "| id | 1 | 0.2000 | 0.1000 | 1,000 | 1.00 | 100 | 0.50 | 0.000 |" in text
+    # columns: method, seeds, HR, NDCG, params, s/epoch, s/step, steps/epoch, memory, val pass, TPME
+    assert (
+        "| iisan | 3 | 0.6000 ± 0.1000 | 0.3200 ± 0.0200 | 3,000 | 5.00 | 0.500 | 10 | 400 | 0.50 | 1.000 |"
+        in (text)
+    )
+    assert "| id | 1 | 0.2000 | 0.1000 | 1,000 | 1.00 | 0.100 | 10 | 100 | 0.50 | 0.000 |" in text
     assert "TPME not computed for iisan_add: missing s/epoch." in text
     assert "peak GPU memory allocated" in text
     assert "## Failed runs (1)" in text and "RuntimeError: CUDA out of \\| memory" in text

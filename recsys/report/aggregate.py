@@ -29,7 +29,8 @@ RUN_SCHEMA = {
     "run_dir": pl.String, "status": pl.String, "dataset": pl.String, "method": pl.String,
     "adapter": pl.String, "seed": pl.Int64,
     **{f"test_{m}": pl.Float64 for m in METRICS},
-    "trainable_params": pl.Int64, "s_per_epoch": pl.Float64, "peak_memory_mib": pl.Float64,
+    "trainable_params": pl.Int64, "s_per_epoch": pl.Float64, "s_per_step": pl.Float64,
+    "steps_per_epoch": pl.Int64, "peak_memory_mib": pl.Float64,
     "memory_kind": pl.String, "val_eval_s": pl.Float64, "error": pl.String, "overrides": pl.List(pl.String),
 }
 
@@ -57,6 +58,7 @@ def _run_from_results(path: Path) -> dict[str, Any]:
         "seed": results.get("seed"),
         **{f"test_{m}": test.get(m) for m in METRICS},
         "trainable_params": eff.get("trainable_params"), "s_per_epoch": eff.get("s_per_epoch"),
+        "s_per_step": eff.get("s_per_step"), "steps_per_epoch": eff.get("steps_per_epoch"),
         "peak_memory_mib": None if mem is None else mem / 2**20, "memory_kind": eff.get("memory_kind"),
         "val_eval_s": eff.get("val_eval_s"), "error": _last_line(results.get("error")),
     }
@@ -123,9 +125,11 @@ def summarise(runs: pl.DataFrame, weights: TPMEWeights = DEFAULT_WEIGHTS) -> pl.
     """One row per (dataset, method) over its complete runs.
 
     Columns: dataset, method, adapter, n_seeds, ``<metric>_mean`` / ``<metric>_std`` for each
-    of ``METRICS`` (test; std null for a single seed), trainable_params, s_per_epoch (median
-    over seeds), peak_memory_mib (mean), memory_kind, val_eval_s (median), tpme (over the
-    methods of the same dataset, from these per-method figures). Sorted by dataset, then
+    of ``METRICS`` (test; std null for a single seed), trainable_params, s_per_epoch and
+    s_per_step (medians over seeds), steps_per_epoch (min: fewer than the epoch's batches
+    when a run was limited to a fixed number of steps), peak_memory_mib (mean), memory_kind,
+    val_eval_s (median), tpme (over the methods of the same dataset, from these per-method
+    figures). Sorted by dataset, then
     NDCG@10 (best first).
     """
     complete = runs.filter(pl.col("status") == "complete")
@@ -138,6 +142,8 @@ def summarise(runs: pl.DataFrame, weights: TPMEWeights = DEFAULT_WEIGHTS) -> pl.
                                                pl.col(f"test_{m}").std().alias(f"{m}_std"))],
             pl.col("trainable_params").median().cast(pl.Int64),
             pl.col("s_per_epoch").median(),
+            pl.col("s_per_step").median(),
+            pl.col("steps_per_epoch").min(),
             pl.col("peak_memory_mib").mean(),
             pl.col("memory_kind").unique().sort().str.join("+"),
             pl.col("val_eval_s").median(),

@@ -57,6 +57,8 @@ _COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     *[(m.upper(), lambda r, m=m: _mean_std(r[f"{m}_mean"], r[f"{m}_std"])) for m in METRICS],
     ("trainable params", lambda r: _num(",")(r["trainable_params"])),
     ("s/epoch", lambda r: _num(".2f")(r["s_per_epoch"])),
+    ("s/step", lambda r: _num(".3f")(r["s_per_step"])),
+    ("steps/epoch", lambda r: _num("d")(r["steps_per_epoch"])),
     ("peak mem (MiB)", lambda r: _num(".0f")(r["peak_memory_mib"])),
     ("val pass (s)", lambda r: _num(".2f")(r["val_eval_s"])),
     ("TPME", lambda r: _num(".3f")(r["tpme"])),
