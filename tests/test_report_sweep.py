@@ -86,6 +86,8 @@ def test_summary_matches_the_runs(sweep: Path):
         assert row["ndcg@10_mean"] == pytest.approx(mine["test_ndcg@10"].mean())
         assert row["hr@10_std"] == pytest.approx(mine["test_hr@10"].std())
         assert row["s_per_epoch"] == pytest.approx(mine["s_per_epoch"].median())
+        assert row["s_per_step"] == pytest.approx(mine["s_per_step"].median())
+        assert row["steps_per_epoch"] == mine["steps_per_epoch"].min() > 0
     assert summary["tpme"].to_list() == pytest.approx(tpme(
         summary["s_per_epoch"].to_list(), summary["trainable_params"].to_list(),
         summary["peak_memory_mib"].to_list(), TPMEWeights()))
@@ -99,7 +101,8 @@ def test_cli_writes_report_files(sweep: Path, tmp_path: Path, capsys):
     printed = capsys.readouterr().out
     report = (tmp_path / "report.md").read_text()
     assert printed == report
-    assert "| method | seeds | HR@10 | NDCG@10 | trainable params | s/epoch | peak mem (MiB) |" in report
+    header = "| method | seeds | HR@10 | NDCG@10 | trainable params | s/epoch | s/step | steps/epoch |"
+    assert header in report
     assert "| iisan_intra | 2 |" in report and "| id | 2 |" in report
     assert "TPME = 0.4·t + 0.2·p + 0.4·m" in report
     assert "## Failed runs (2)" in report and OOM in report and "no results.json" in report
