@@ -53,6 +53,6 @@ def test_tiny_benchmark_table_files_and_cache_reuse(tmp_path):
     assert "| iisan_uncached | in-loop |" in markdown and "cache build vs bare forward" in markdown
 
     again = _bench(tmp_path, "--reuse")  # rows read back, nothing trained
-    assert "[bench] iisan ..." not in again and "earlier run" in again
+    assert "[bench] iisan ..." not in again and "| built (earlier run) |" in again
     rerun = json.loads((tmp_path / "out" / "bench_methods.json").read_text())
     assert [r["s_per_epoch"] for r in rerun["methods"]] == [rows[m]["s_per_epoch"] for m in METHODS]
