@@ -82,3 +82,15 @@ def test_faithful_experiment_matches_reference_settings():
     assert out["trainer"]["max_epochs"] == 100
     assert out["encoder"]["text"]["pooling"] == "cls"
     assert out["encoder"]["text"]["max_length"] == 30
+
+
+def test_adapter_reads_the_modalities_that_have_an_encoder():
+    from recsys.train.builders import active_encoders, adapter_encoders
+
+    cfg = _compose("train", ["experiment=iisan_scientific_text"])
+    assert list(adapter_encoders(cfg)) == ["text"]
+    assert list(adapter_encoders(_compose("train", ["experiment=demo"]))) == ["text", "image"]
+    assert active_encoders(_compose("train", ["experiment=iisan_scientific_text", "adapter=id"])) == {}
+    assert active_encoders(_compose("train", ["adapter=fft"])) == {}  # encoders run in the step
+    with pytest.raises(ValueError, match="no encoder is selected"):
+        adapter_encoders(_compose("train", ["encoder/text=none", "encoder/image=none"]))

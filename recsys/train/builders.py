@@ -26,16 +26,19 @@ log = logging.getLogger(__name__)
 
 
 def adapter_encoders(cfg: DictConfig) -> dict[str, DictConfig]:
-    """modality -> encoder config, for the modalities the adapter consumes."""
-    wanted = cfg.adapter.get("modalities") or []
+    """modality -> encoder config, for the modalities the adapter consumes
+    (``adapter.modalities``) that have an encoder selected: ``encoder/image=none`` turns a
+    two-modality adapter into a text-only one (its streams must allow that)."""
+    wanted = list(cfg.adapter.get("modalities") or [])
     encoders = {m: cfg.encoder[m] for m in wanted if cfg.encoder.get(m)}  # none.yaml -> {}
-    missing = [m for m in wanted if m not in encoders]
-    if missing:
+    skipped = [m for m in wanted if m not in encoders]
+    if wanted and not encoders:
         raise ValueError(
-            f"adapter {cfg.adapter.name!r} needs modalities {list(wanted)} but no encoder is "
-            f"selected for {missing}: choose one, e.g. encoder/{missing[0]}=<name>, or use an "
-            f"adapter for fewer modalities (e.g. adapter.modalities=[text])"
+            f"adapter {cfg.adapter.name!r} reads modalities {wanted} but no encoder is selected "
+            f"for any of them: choose one, e.g. encoder/{wanted[0]}=<name>"
         )
+    if skipped:
+        log.info("adapter %s: no encoder selected for %s, using %s", cfg.label, skipped, list(encoders))
     return encoders
 
 
