@@ -8,7 +8,8 @@ An encoder turns item records (rows of ``items.parquet`` as dicts: ``title``,
 
 Subclasses implement ``preprocess``, ``hidden_states`` (every entry, pooled) and
 ``preprocessing``; they set ``modality``, ``model`` (the frozen backbone whose state dict is
-hashed) and ``all_widths`` (width of every hidden-state entry).
+hashed), ``source`` (where the weights came from) and ``all_widths`` (width of every
+hidden-state entry). Image encoders share ``ImageEncoder`` (recsys/encoders/images.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class FrozenEncoder(nn.Module):
 
     modality: str
     model: nn.Module
+    source: dict[str, Any]  # where the weights came from (informative; the hash identifies them)
     all_widths: list[int]
 
     def __init__(self, name: str, layers: list[int] | None, pooling: str, batch_size: int):
@@ -105,14 +107,10 @@ class FrozenEncoder(nn.Module):
             "name": self.name,
             "kind": type(self).kind,
             "modality": self.modality,
-            "source": self.source(),
+            "source": self.source,
             "weights_sha256": self._weights_sha256,
             "preprocessing": self.preprocessing(),
             "pooling": self.pooling,
             "layers": self.layers,
             "layer_widths": self.layer_widths,
         }
-
-    def source(self) -> dict[str, Any]:
-        """Where the weights came from (informative; the hash is what identifies them)."""
-        raise NotImplementedError

@@ -17,15 +17,14 @@ from typing import Any
 
 import torch
 
-from recsys.encoders.base import FrozenEncoder
 from recsys.encoders.hf_model import load_hf_backbone, source_info
-from recsys.encoders.images import ImagePreprocessor
+from recsys.encoders.images import ImageEncoder, ImagePreprocessor
 from recsys.encoders.pooling import pool_tokens
 from recsys.encoders.registry import register_encoder
 
 
 @register_encoder("hf_image")
-class HFImageEncoder(FrozenEncoder):
+class HFImageEncoder(ImageEncoder):
     """Frozen transformers vision model; features [B, num_layers + 1 (or len(layers)), hidden].
 
     Args:
@@ -34,8 +33,6 @@ class HFImageEncoder(FrozenEncoder):
         resolution / mean / std: image transform (square resize, per-channel normalise).
         on_error: ``raise`` | ``skip`` for unreadable image files.
     """
-
-    modality = "image"
 
     def __init__(
         self,
@@ -59,20 +56,10 @@ class HFImageEncoder(FrozenEncoder):
         key = "encoder.image"
         self.model = load_hf_backbone(name_or_path, pretrained, arch, arch_overrides, seed, key)
         self.images = ImagePreprocessor(resolution, mean, std, on_error)
-        self._source = source_info(name_or_path, pretrained, arch, arch_overrides)
+        self.source = source_info(name_or_path, pretrained, arch, arch_overrides)
         config = self.model.config
         self.all_widths = [config.hidden_size] * (config.num_hidden_layers + 1)
         self._freeze()
-
-    def source(self) -> dict[str, Any]:
-        return self._source
-
-    def preprocessing(self) -> dict[str, Any]:
-        return self.images.settings()
-
-    def preprocess(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """Records with ``image_path`` -> ``pixel_values`` [B, 3, R, R] + ``valid`` [B]."""
-        return self.images(records)
 
     def hidden_states(self, batch: dict[str, Any]) -> list[torch.Tensor]:
         """Pixels -> num_layers + 1 tensors [B, hidden] (CLS of every entry)."""

@@ -68,13 +68,10 @@ class HFTextEncoder(FrozenEncoder):
         )
         self.max_length = int(max_length)
         self.lowercase = bool(lowercase)
-        self._source = source_info(name_or_path, pretrained, arch, arch_overrides)
+        self.source = source_info(name_or_path, pretrained, arch, arch_overrides)
         config = self.model.config
         self.all_widths = [config.hidden_size] * (config.num_hidden_layers + 1)
         self._freeze()
-
-    def source(self) -> dict[str, Any]:
-        return self._source
 
     def preprocessing(self) -> dict[str, Any]:
         return {

@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from recsys.encoders.base import FrozenEncoder
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ON_ERROR = ("raise", "skip")
@@ -89,3 +91,20 @@ class ImagePreprocessor:
                 continue
             pixels[i], valid[i] = image, True
         return {"pixel_values": pixels, "valid": valid, "missing": missing, "failed": failed}
+
+
+class ImageEncoder(FrozenEncoder):
+    """A frozen encoder of item images: records' ``image_path`` -> ``pixel_values``.
+
+    Subclasses set ``self.images`` (an ``ImagePreprocessor``) besides what FrozenEncoder needs.
+    """
+
+    modality = "image"
+    images: ImagePreprocessor
+
+    def preprocessing(self) -> dict[str, Any]:
+        return self.images.settings()
+
+    def preprocess(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Records with ``image_path`` -> ``pixel_values`` [B, 3, R, R] + ``valid`` [B]."""
+        return self.images(records)

@@ -26,8 +26,7 @@ from typing import Any
 import timm
 import torch
 
-from recsys.encoders.base import FrozenEncoder
-from recsys.encoders.images import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor
+from recsys.encoders.images import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, ImagePreprocessor
 from recsys.encoders.registry import register_encoder
 from recsys.encoders.weights import load_state_dict_by_position, resolve_weights, seeded
 
@@ -61,7 +60,7 @@ def create_timm_backbone(
 
 
 @register_encoder("timm_image")
-class TimmImageEncoder(FrozenEncoder):
+class TimmImageEncoder(ImageEncoder):
     """Frozen timm model; features [B, stages + 1 (or len(layers)), max stage width].
 
     Args:
@@ -73,8 +72,6 @@ class TimmImageEncoder(FrozenEncoder):
         mean / std: normalisation; None = the architecture's timm ``pretrained_cfg`` (for
             tf_efficientnet_lite0 0.5 / 0.5, TF-Lite's (x - 127) / 128), else ImageNet's.
     """
-
-    modality = "image"
 
     def __init__(
         self,
@@ -105,7 +102,7 @@ class TimmImageEncoder(FrozenEncoder):
             std if std is not None else data_cfg.get("std", IMAGENET_STD),
             on_error,
         )
-        self._source = {
+        self.source = {
             "name_or_path": name_or_path,
             "pretrained": pretrained,
             "weights": weights,
@@ -119,16 +116,6 @@ class TimmImageEncoder(FrozenEncoder):
     def _stages(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         """[B, 3, H, W] -> per entry [B, C, H', W'] (stem, then every stage)."""
         return self.model.forward_intermediates(pixels, intermediates_only=True, **self._extra)
-
-    def source(self) -> dict[str, Any]:
-        return self._source
-
-    def preprocessing(self) -> dict[str, Any]:
-        return self.images.settings()
-
-    def preprocess(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """Records with ``image_path`` -> ``pixel_values`` [B, 3, R, R] + ``valid`` [B]."""
-        return self.images(records)
 
     def hidden_states(self, batch: dict[str, Any]) -> list[torch.Tensor]:
         """Pixels -> stages + 1 tensors [B, C_stage] (global average pooled)."""
