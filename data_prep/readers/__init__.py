@@ -135,6 +135,33 @@ def items_frame(
     )
 
 
+class ItemCatalogue:
+    """Items (key, title, optional description) collected in file order; an empty title or a
+    key seen before is a problem reported through the ReadContext (raise, or skip + count)."""
+
+    def __init__(self, ctx: ReadContext) -> None:
+        self.ctx = ctx
+        self.keys: list[str] = []
+        self.titles: list[str] = []
+        self.descriptions: list[str | None] = []
+        self._seen: set[str] = set()
+
+    def add(self, key: str, title: str, path: Path | str, line: int, description: str | None = None) -> None:
+        if not title:
+            self.ctx.problem("empty_title", path, line, f"item {key!r} has an empty title")
+        elif key in self._seen:
+            self.ctx.problem("duplicate_item", path, line, f"item {key!r} listed twice")
+        else:
+            self._seen.add(key)
+            self.keys.append(key)
+            self.titles.append(title)
+            self.descriptions.append(description)
+
+    def frame(self, image_paths: list[str | None] | None = None) -> pl.DataFrame:
+        """The catalogue as ``items_frame`` (image paths aligned with ``keys``)."""
+        return items_frame(self.keys, self.titles, image_paths, self.descriptions)
+
+
 def local_images(directory: Path | str | None, keys: list, suffix: str) -> list[str | None]:
     """Absolute path of ``<directory>/<key><suffix>`` for each key, None where no such file
     exists (or ``directory`` is None). Lists the directory once."""

@@ -26,10 +26,10 @@ from pathlib import Path
 import polars as pl
 
 from data_prep.readers import (
+    ItemCatalogue,
     RawDataset,
     ReadContext,
     clean_text,
-    items_frame,
     local_images,
     register_reader,
     require_file,
@@ -64,23 +64,12 @@ def _text(value) -> str:
     return clean_text(str(value)) if value is not None else ""
 
 
-def _read_meta(path: Path, ctx: ReadContext) -> tuple[list[str], list[str], list[str | None]]:
-    keys: list[str] = []
-    titles: list[str] = []
-    descriptions: list[str | None] = []
-    seen: set[str] = set()
+def _read_meta(path: Path, ctx: ReadContext) -> ItemCatalogue:
+    catalogue = ItemCatalogue(ctx)
     for line_no, record in _json_records(path, ("asin", "title"), ctx):
-        asin, title = str(record["asin"]), _text(record["title"])
-        if not title:
-            ctx.problem("empty_title", path, line_no, f"product {asin!r} has an empty title")
-        elif asin in seen:
-            ctx.problem("duplicate_item", path, line_no, f"product {asin!r} listed twice")
-        else:
-            seen.add(asin)
-            keys.append(asin)
-            titles.append(title)
-            descriptions.append(_text(record.get("description")) or None)
-    return keys, titles, descriptions
+        description = _text(record.get("description")) or None
+        catalogue.add(str(record["asin"]), _text(record["title"]), path, line_no, description)
+    return catalogue
 
 
 def _read_reviews(path: Path, known_items: set[str], ctx: ReadContext) -> pl.DataFrame:
@@ -117,9 +106,9 @@ def read_amazon2018(raw: Mapping, ctx: ReadContext) -> RawDataset:
     """Read one Amazon 2018 category (reviews + metadata + optional local images)."""
     reviews_file = require_file(raw["reviews_file"], "Amazon 2018 reviews file")
     meta_file = require_file(raw["meta_file"], "Amazon 2018 metadata file")
-    keys, titles, descriptions = _read_meta(meta_file, ctx)
-    images = local_images(raw.get("image_dir"), keys, ".jpg")
-    log.info("%d of %d products have a local image", sum(p is not None for p in images), len(keys))
-    items = items_frame(keys, titles, images, descriptions)
-    interactions = _read_reviews(reviews_file, set(keys), ctx)
+    catalogue = _read_meta(meta_file, ctx)
+    images = local_images(raw.get("image_dir"), catalogue.keys, ".jpg")
+    log.info("%d of %d products have a local image", sum(p is not None for p in images), len(images))
+    items = catalogue.frame(images)
+    interactions = _read_reviews(reviews_file, set(catalogue.keys), ctx)
     return RawDataset(items=items, interactions=interactions, dropped=ctx.dropped_counts())

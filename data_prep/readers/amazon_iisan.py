@@ -19,10 +19,10 @@ from collections.abc import Mapping
 import polars as pl
 
 from data_prep.readers import (
+    ItemCatalogue,
     RawDataset,
     ReadContext,
     clean_text,
-    items_frame,
     local_images,
     register_reader,
     require_file,
@@ -30,25 +30,15 @@ from data_prep.readers import (
 
 
 def _read_items(path, images_dir, ctx: ReadContext) -> pl.DataFrame:
-    keys: list[str] = []
-    titles: list[str] = []
-    seen: set[str] = set()
+    catalogue = ItemCatalogue(ctx)
     with open(path, encoding="utf-8") as lines:
         for line_no, line in enumerate(lines, start=1):
             fields = line.rstrip("\r\n").split("\t", 1)
             if len(fields) != 2 or not fields[0]:
                 ctx.problem("malformed_line", path, line_no, "expected 'ASIN<TAB>title'")
                 continue
-            key, title = fields[0].strip(), clean_text(fields[1])
-            if not title:
-                ctx.problem("empty_title", path, line_no, f"item {key!r} has an empty title")
-            elif key in seen:
-                ctx.problem("duplicate_item", path, line_no, f"item {key!r} listed twice")
-            else:
-                seen.add(key)
-                keys.append(key)
-                titles.append(title)
-    return items_frame(keys, titles, local_images(images_dir, keys, ".jpg"))
+            catalogue.add(fields[0].strip(), clean_text(fields[1]), path, line_no)
+    return catalogue.frame(local_images(images_dir, catalogue.keys, ".jpg"))
 
 
 def _read_sequences(path, known_items: set[str], ctx: ReadContext) -> pl.DataFrame:
