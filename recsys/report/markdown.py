@@ -19,8 +19,9 @@ from recsys.report.tpme import TPMEWeights
 
 _MEMORY_KINDS = {  # EfficiencyCallback's memory_kind -> what the figure is
     "cuda_max_allocated": "peak GPU memory allocated",
-    "cpu_peak_rss": "peak process RSS (CPU; a lifetime peak of the process, which under Hydra's basic "
-                    "launcher includes the sweep's earlier jobs)",
+    "cpu_peak_rss": "peak process RSS while training (CPU; reset per phase on Linux, but it includes "
+                    "the libraries and whatever earlier jobs of the process left allocated, so it "
+                    "separates methods far less than GPU memory does)",
 }
 _TPME_INPUTS = {
     "s_per_epoch": "s/epoch", "trainable_params": "trainable params", "peak_memory_mib": "peak memory",
