@@ -145,16 +145,56 @@ def test_tuned_tower_backpropagates_into_the_backbone():
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-def test_conv_encoder_bitfit_applies_lora_and_houlsby_refuse():
-    effnet = build_encoder({"kind": "timm_image", "name": "e", "name_or_path": "tf_efficientnet_lite0",
-                            "pretrained": False}).model
+def _effnet():
+    return build_encoder({"kind": "timm_image", "name": "e", "name_or_path": "tf_efficientnet_lite0",
+                          "pretrained": False, "resolution": 64})
+
+
+def _effnet_features(enc, pixels):
+    with torch.no_grad():
+        return enc.hidden_states({"pixel_values": pixels})
+
+
+def test_conv_encoder_bitfit_trains_bn_biases():
+    effnet = _effnet().model
     unfreeze_biases(effnet)
     train = [n for n, p in effnet.named_parameters() if p.requires_grad]
     assert train and all(n.endswith("bias") and ("bn" in n or n == "classifier.bias") for n in train)
-    with pytest.raises(ValueError, match="fft or adapter=bitfit"):
-        insert_adapters(effnet)
-    with pytest.raises(ValueError, match="not Linear modules"):
-        inject_lora(effnet)
+
+
+def test_conv_encoder_lora_wraps_the_pointwise_convs_and_starts_as_the_frozen_model():
+    enc = _effnet()
+    pixels = torch.randn(2, 3, 64, 64)
+    frozen = _effnet_features(enc, pixels)
+    inject_lora(enc.model, r=4)
+    names = {n for n, p in enc.model.named_parameters() if p.requires_grad}
+    pointwise = [n for n, m in enc.model.named_modules() if n.rsplit(".", 1)[-1] in ("conv_pw", "conv_pwl")]
+    assert len(names) == 2 * len(pointwise) == 2 * 31  # 16 blocks: 15 x (pw, pwl) + 1 pw; (A, B) each
+    assert all(".lora_A." in n or ".lora_B." in n for n in names)
+    for before, after in zip(frozen, _effnet_features(enc, pixels), strict=True):
+        torch.testing.assert_close(after, before)  # B = 0: exactly the frozen convnet
+    with pytest.raises(ValueError, match="not Linear or Conv2d"):
+        inject_lora(_effnet().model, targets=["query", "value"])
+
+
+def test_conv_encoder_houlsby_adapts_every_block_near_identity():
+    enc = _effnet()
+    pixels = torch.randn(2, 3, 64, 64)
+    frozen = _effnet_features(enc, pixels)
+    insert_adapters(enc.model, bottleneck=8)
+    train = {n for n, p in enc.model.named_parameters() if p.requires_grad}
+    assert len(train) == 16 * 4  # one adapter per block x (down, up) x (weight, bias)
+    live = _effnet_features(enc, pixels)
+    pairs = zip(live[1:], frozen[1:], strict=True)  # entry 0 = the stem, before any block
+    assert all(0 < (a - b).abs().max() < 0.05 * b.abs().max() for a, b in pairs)
+    with torch.no_grad():
+        for name, p in enc.model.named_parameters():
+            if ".adapter.up." in name:
+                p.zero_()
+    for before, after in zip(frozen, _effnet_features(enc, pixels), strict=True):
+        torch.testing.assert_close(after, before)
+    with pytest.raises(ValueError, match="has neither"):
+        insert_adapters(torch.nn.Sequential(torch.nn.Linear(4, 4)))
 
 
 def test_item_inputs_reproduce_the_encoders_preprocessing(shared_data):

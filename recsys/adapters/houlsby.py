@@ -1,14 +1,18 @@
-"""``houlsby``: two bottleneck adapters in every transformer layer (Houlsby et al. 2019).
+"""``houlsby``: bottleneck adapters inside the frozen backbone (Houlsby et al. 2019).
 
-After the attention output projection and after the feed-forward output projection (before
-dropout, the residual sum and LayerNorm), ``x -> x + W_up·ReLU(W_down·x)`` (d -> r -> d, the
-IISAN ``SideBlock``: weights N(0, 0.01), zero biases, so the layer starts near identity).
+Transformers (BERT/MiniLM/ViT): two adapters in every layer, after the attention output
+projection and after the feed-forward output projection (before dropout, the residual sum
+and LayerNorm): ``x -> x + W_up·ReLU(W_down·x)`` (d -> r -> d, the IISAN ``SideBlock``:
+weights N(0, 0.01), zero biases, so the layer starts near identity). Targets: modules named
+``layer.<i>.attention.output.dense`` and ``layer.<i>.output.dense``.
+
+Convnets (timm EfficientNet/MobileNet, ``blocks.<stage>.<block>``): a block has one output,
+so one adapter after every block, the same ``SideBlock`` applied per pixel over the channels
+(``[B, C, H, W]``: channels last, ``C -> r -> C``, back) — the residual-adapter form of
+Rebuffi et al. 2017 with 1x1 convolutions.
+
 Every backbone weight stays frozen; only the adapters (``adapter`` group, lr 1e-4), the heads
-and the user encoder train.
-
-Targets: modules named ``layer.<i>.attention.output.dense`` and ``layer.<i>.output.dense``
-(transformers BERT/MiniLM/ViT). A model without them (timm EfficientNet: convolutions, no
-attention) raises a ValueError: use ``fft`` or ``bitfit`` there.
+and the user encoder train. A model with neither kind of target raises a ValueError.
 """
 
 from __future__ import annotations
@@ -21,34 +25,50 @@ from torch import nn
 from recsys.adapters.backbone import register_tuned
 from recsys.adapters.side_block import SideBlock
 
-TARGETS = re.compile(r"(^|\.)layer\.\d+\.(attention\.)?output\.dense$")
+TRANSFORMER_TARGETS = re.compile(r"(^|\.)layer\.\d+\.(attention\.)?output\.dense$")
+CONVNET_TARGETS = re.compile(r"(^|\.)blocks\.\d+\.\d+$")
 
 
 class Adapted(nn.Module):
-    """A frozen projection followed by a trainable adapter: ``[..., d_in] -> [..., d_out]``."""
+    """A frozen module followed by a trainable adapter over its output features:
+    ``[..., d]`` (``channels_dim=-1``) or ``[B, d, H, W]`` (``channels_dim=1``)."""
 
-    def __init__(self, layer: nn.Linear, bottleneck: int) -> None:
+    def __init__(self, layer: nn.Module, width: int, bottleneck: int, channels_dim: int) -> None:
         super().__init__()
         self.layer = layer
-        self.adapter = SideBlock(layer.out_features, bottleneck)
+        self.adapter = SideBlock(width, bottleneck)
+        self.channels_dim = channels_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.layer(x))
+        y = self.layer(x)
+        return self.adapter(y.movedim(self.channels_dim, -1)).movedim(-1, self.channels_dim)
+
+
+def _out_channels(block: nn.Module) -> int:
+    """Output channels of a convnet block: those of its last Conv2d."""
+    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
 
 
 def insert_adapters(model: nn.Module, bottleneck: int = 64) -> None:
-    """Wrap every target projection of ``model`` in ``Adapted`` (in place)."""
-    names = [n for n, m in model.named_modules() if TARGETS.search(n) and isinstance(m, nn.Linear)]
-    if not names:
+    """Wrap every target of ``model`` in ``Adapted`` (in place)."""
+    modules = dict(model.named_modules())
+    linear = [n for n, m in modules.items() if TRANSFORMER_TARGETS.search(n) and isinstance(m, nn.Linear)]
+    targets = {n: (modules[n].out_features, -1) for n in linear}
+    if not targets:
+        blocks = [n for n in modules if CONVNET_TARGETS.search(n)]
+        targets = {n: (_out_channels(modules[n]), 1) for n in blocks}
+    if not targets:
         raise ValueError(
             f"houlsby adapters go after the attention and FFN output projections of transformer "
-            f"layers ('layer.<i>.attention.output.dense', 'layer.<i>.output.dense'); "
-            f"{type(model).__name__} has none (use adapter=fft or adapter=bitfit for it)"
+            f"layers ('layer.<i>.attention.output.dense', 'layer.<i>.output.dense') or after the "
+            f"blocks of a timm convnet ('blocks.<s>.<b>'); {type(model).__name__} has neither "
+            f"(use adapter=fft or adapter=bitfit for it)"
         )
-    for name in names:
+    for name, (width, channels_dim) in targets.items():
         parent, _, child = name.rpartition(".")
         owner = model.get_submodule(parent)
-        setattr(owner, child, Adapted(getattr(owner, child), bottleneck))
+        setattr(owner, child, Adapted(getattr(owner, child), width, bottleneck, channels_dim))
 
 
 register_tuned("houlsby", insert_adapters)

@@ -1,12 +1,19 @@
-"""``lora``: low-rank updates of the PRETRAINED query and value projections (Hu et al. 2022)
-through peft (``inject_adapter_in_model``; extra ``lora``). Each target ``W x`` becomes
+"""``lora``: low-rank updates of PRETRAINED projections (Hu et al. 2022) through peft
+(``inject_adapter_in_model``; extra ``lora``). Each target ``W x`` becomes
 ``W x + (alpha/r)·B A x`` with ``W`` the pretrained (frozen) weight, ``A`` Kaiming-uniform,
 ``B = 0``: at initialisation the model computes exactly what the frozen one does (the
 reference replaced the pretrained Q/V weights with random ones; that flaw is not kept).
 Only ``A``, ``B`` (``adapter`` group, lr 1e-4), the heads and the user encoder train.
 
-Targets: modules named ``query`` / ``value`` (transformers BERT/MiniLM/ViT self-attention).
-A model without them (timm EfficientNet: no attention) raises a ValueError.
+Targets (``targets``: module-name suffixes, or null = the first family the model has):
+
+- transformers attention (BERT/MiniLM/ViT): ``query`` / ``value`` (Linear), the paper's Q/V;
+- timm convnets with inverted-residual blocks (EfficientNet, MobileNet): their 1x1
+  pointwise convolutions ``conv_pw`` / ``conv_pwl`` (the dense channel mixing; the 3x3
+  depthwise convolutions stay frozen). peft's Conv2d LoRA makes ``A`` a 1x1 conv
+  ``c_in -> r`` and ``B`` a 1x1 conv ``r -> c_out``: the same low-rank update per pixel.
+
+A model with none of them raises a ValueError.
 """
 
 from __future__ import annotations
@@ -15,26 +22,51 @@ from torch import nn
 
 from recsys.adapters.backbone import register_tuned
 
+FAMILIES = {  # module-name suffixes -> the module type they must have
+    ("query", "value"): nn.Linear,
+    ("conv_pw", "conv_pwl"): nn.Conv2d,
+}
+
+
+def _suffixes(model: nn.Module) -> set[str]:
+    """Last name component of every Linear / Conv2d of ``model``."""
+    return {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+
+
+def lora_targets(model: nn.Module, targets: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """The module-name suffixes LoRA wraps in ``model``: ``targets`` (each must name a Linear
+    or Conv2d) or, when None, the first family of ``FAMILIES`` that the model has."""
+    found = _suffixes(model)
+    if targets is None:
+        for family in FAMILIES:
+            if set(family) <= found:
+                return list(family)
+        raise ValueError(
+            f"{type(model).__name__} has none of the LoRA target families {list(FAMILIES)}: "
+            f"set adapter.targets to the names of its Linear/Conv2d projections"
+        )
+    missing = sorted(set(targets) - found)
+    if missing:
+        raise ValueError(
+            f"lora targets {missing} are not Linear or Conv2d modules of {type(model).__name__} "
+            f"(adapter.targets=null picks query/value for transformers, conv_pw/conv_pwl for "
+            f"timm EfficientNet/MobileNet)"
+        )
+    return list(targets)
+
 
 def inject_lora(
     model: nn.Module,
     r: int = 8,
     alpha: float = 16,
     dropout: float = 0.1,
-    targets: tuple[str, ...] | list[str] = ("query", "value"),
+    targets: list[str] | tuple[str, ...] | None = None,
 ) -> None:
-    """Wrap ``model``'s ``targets`` projections with LoRA adapters of rank ``r`` (in place)."""
+    """Wrap ``model``'s target projections with LoRA adapters of rank ``r`` (in place)."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    found = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    missing = sorted(set(targets) - found)
-    if missing:
-        raise ValueError(
-            f"lora targets {missing} are not Linear modules of {type(model).__name__} "
-            f"(LoRA here wraps transformer attention projections; use adapter=fft or "
-            f"adapter=bitfit for convolutional encoders)"
-        )
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets))
+    names = lora_targets(model, targets)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=names)
     inject_adapter_in_model(config, model)
 
 
