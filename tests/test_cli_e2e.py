@@ -72,7 +72,22 @@ def test_prep_cache_train_eval_chain(workdir: Path):
     assert eff["cache_bytes"] > 0 and eff["item_latency_ms"] > 0 and eff["user_batch_latency_ms"] > 0
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
 
+    # Resumable sweeps: the same job again is skipped, its results untouched.
+    stamp = (run_dir / "results.json").stat().st_mtime_ns
+    out = _run("recsys-train", [*common, "trainer.max_epochs=2", "logger=csv", "trainer.accelerator=cpu",
+                                f"hydra.run.dir={run_dir}"], workdir)
+    assert "already complete" in out.stdout + out.stderr
+    assert (run_dir / "results.json").stat().st_mtime_ns == stamp
+
     _run("recsys-eval", [f"run_dir={run_dir}", "stages=[test]", "accelerator=cpu"], workdir)
     evaluated = json.loads((run_dir / "eval.json").read_text())
     assert evaluated["test"]["hr@10"] == pytest.approx(results["metrics"]["test"]["hr@10"])
     assert evaluated["test"]["ndcg@10"] == pytest.approx(results["metrics"]["test"]["ndcg@10"])
+
+    _run("recsys-export", [f"run_dir={run_dir}", f"out_dir={workdir / 'export'}"], workdir)
+    meta = json.loads((workdir / "export" / "export.json").read_text())
+    assert meta["num_items"] == stats["items"] and meta["method"] == "iisan"
+    out = _run("python", ["-m", "recsys.serving.topk", str(workdir / "export"), "1", "2", "nope", "--k", "3"],
+               workdir)
+    assert "skipped 1 unknown item keys: ['nope']" in out.stdout
+    assert len([line for line in out.stdout.splitlines() if line.strip()[:1].isdigit()]) == 3

@@ -2,6 +2,7 @@
 
     recsys-eval run_dir=outputs/train/2026-11-23_12-00-00
     recsys-eval run_dir=... checkpoint=last stages=[test] eval.tie_policy=optimistic
+    recsys-eval run_dir=... devices=4 strategy=ddp     # users sharded over 4 GPUs
 
 Rebuilds the data, the cached features and the model from the run's resolved config
 (stored in its results.json), loads the checkpoint safely (`weights_only=True`), runs
@@ -10,38 +11,19 @@ full-ranking evaluation and writes `<run_dir>/eval.json` (atomically).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from recsys.atomic_io import write_json_atomic
 from recsys.cli import CONF_DIR
-from recsys.train.builders import build_datamodule, build_feature_store, build_module
+from recsys.train.restore import restore_run
 
 log = logging.getLogger(__name__)
-
-
-def _checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
-    path = (
-        run_dir / "checkpoints" / f"{checkpoint}.ckpt" if checkpoint in ("best", "last") else Path(checkpoint)
-    )
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; pass checkpoint=best|last|<path to .ckpt>")
-    return path
-
-
-def _run_config(run_dir: Path, overrides: DictConfig) -> DictConfig:
-    results_file = run_dir / "results.json"
-    if not results_file.is_file():
-        raise FileNotFoundError(f"{results_file} not found: run_dir must be a recsys-train run directory")
-    cfg = OmegaConf.create(json.loads(results_file.read_text())["config"])
-    return OmegaConf.merge(cfg, {"eval": overrides.eval, "data": overrides.get("data") or {}})
 
 
 def evaluate(
@@ -49,15 +31,13 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``'s checkpoint on ``stages``; returns {"val": {...}, "test": {...}}."""
     run_dir = Path(run_dir)
-    cfg = _run_config(run_dir, overrides)
-    dm = build_datamodule(cfg)
-    store, _ = build_feature_store(cfg, dm)
-    module = build_module(cfg, dm, store)
-    ckpt = torch.load(_checkpoint_path(run_dir, checkpoint), map_location="cpu", weights_only=True)
-    module.load_state_dict(ckpt["state_dict"])
+    merge = {"eval": overrides.eval, "data": overrides.get("data") or {}}
+    _, dm, module = restore_run(run_dir, checkpoint, merge)
     trainer = pl.Trainer(
         accelerator=overrides.accelerator,
-        devices=1,
+        devices=overrides.devices,
+        strategy=overrides.strategy,
+        use_distributed_sampler=False,  # the datamodule shards users itself, unpadded
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -68,7 +48,8 @@ def evaluate(
         metrics = run(module, datamodule=dm, verbose=False)[0]
         out[stage] = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith(f"{stage}/")}
         log.info("%s: %s", stage, out[stage])
-    write_json_atomic(run_dir / "eval.json", out)
+    if trainer.is_global_zero:
+        write_json_atomic(run_dir / "eval.json", out)
     return out
 
 

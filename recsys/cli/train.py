@@ -11,6 +11,7 @@ fails, prints a summary table, and returns the best validation value of `eval.mo
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from pathlib import Path
@@ -20,6 +21,7 @@ import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from recsys.atomic_io import write_json_atomic
 from recsys.cli import CONF_DIR
@@ -54,9 +56,34 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
+def _completed(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The results of a finished job in ``out_dir`` made with ``config``, else None (none
+    yet, failed, or another config: then the job runs again and overwrites them)."""
+    path = out_dir / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        done = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("%s is unreadable: running the job again", path)
+        return None
+    if done.get("status") != "complete":
+        return None
+    if done.get("config") != config:
+        log.warning("%s was made with another config: running the job again", path)
+        return None
+    return done
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job from a composed config and return its results record."""
+    """Run one training job from a composed config and return its results record; with
+    ``skip_complete``, a job already complete in its output dir is not run again."""
     out_dir = Path(cfg.paths.output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.get("skip_complete") and (done := _completed(out_dir, config)) is not None:
+        log.info("skipping %s: already complete with this config (skip_complete=true)", out_dir)
+        print(format_summary(done))
+        return done
     results: dict[str, Any] = {
         "status": "failed",
         "method": cfg.label,
@@ -67,7 +94,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "baselines": {},
         "efficiency": {},
         "error": None,
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": config,
     }
     try:
         if cfg.prepare:
@@ -102,10 +129,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results["error"] = traceback.format_exc()
         raise
     finally:
-        write_json_atomic(out_dir / "results.json", results)
+        if rank_zero_only.rank == 0:  # DDP: one results.json, written by the global rank 0
+            write_json_atomic(out_dir / "results.json", results)
         _finish_wandb()
-    print(format_summary(results))
-    log.info("results: %s", out_dir / "results.json")
+    if rank_zero_only.rank == 0:
+        print(format_summary(results))
+        log.info("results: %s", out_dir / "results.json")
     return results
 
 

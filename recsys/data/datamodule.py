@@ -6,6 +6,14 @@ implement ``__getitems__``, which the DataLoader calls with a whole batch of ind
 - val/test: ``{"inputs": LongTensor [B, window], "target": LongTensor [B],
   "history": LongTensor [B, H] (0-padded), "user": LongTensor [B]}``, every user exactly
   once, in user order, no padding or repetition.
+
+Distributed (DDP, ``trainer=ddp``): the loaders shard themselves when a process group with
+more than one process is initialised (the trainer config sets
+``use_distributed_sampler: false`` so Lightning does not substitute its own sampler, whose
+evaluation shards are padded with repeated users). Training: a ``DistributedSampler``
+(shuffled per epoch, seeded; Lightning calls its ``set_epoch``). Evaluation: rank r of w
+gets the contiguous users ``[r·U/w, (r+1)·U/w)``, so every user is ranked exactly once
+over all ranks and the sum-reduced metrics equal the single-process ones.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import numpy as np
 import polars
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from recsys.data.processed import ProcessedDataset
 from recsys.data.sequences import EvalSplit, UserSequences, WindowIndex
@@ -25,6 +34,27 @@ from recsys.data.sequences import EvalSplit, UserSequences, WindowIndex
 def _as_batch(batch):
     """Identity collate: ``__getitems__`` already returns a collated batch."""
     return batch
+
+
+def _process_group() -> tuple[int, int] | None:
+    """(rank, world size) when running distributed with more than one process, else None."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+class EvalShard(Sampler[int]):
+    """Contiguous, unpadded shard of ``range(n)`` for ``rank`` of ``world`` processes: every
+    index belongs to exactly one shard (shards differ in size by at most one)."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        self.start, self.stop = rank * n // world, (rank + 1) * n // world
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
 
 
 class TrainWindows(Dataset):
@@ -133,11 +163,18 @@ class SequenceDataModule(pl.LightningDataModule):
         return torch.from_numpy(self.sequences.train_popularity()).float()
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        group = _process_group()
+        sampler: Sampler | None = None
+        if group is not None and shuffle:
+            sampler = DistributedSampler(dataset, num_replicas=group[1], rank=group[0], seed=self.seed)
+        elif group is not None:
+            sampler = EvalShard(len(dataset), *group)
+        generator = torch.Generator().manual_seed(self.seed) if shuffle and sampler is None else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             generator=generator,
             collate_fn=_as_batch,
             num_workers=self.num_workers,
@@ -150,8 +187,7 @@ class SequenceDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, stage: str) -> DataLoader:
         split = self.sequences.eval_split(stage, self.window)
-        return self._loader(EvalExamples(self.sequences.items, split), self.eval_batch_size,
-                            False)
+        return self._loader(EvalExamples(self.sequences.items, split), self.eval_batch_size, False)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

@@ -1,0 +1,23 @@
+"""recsys-export: write a trained run's item embeddings and user encoder for top-k serving.
+
+    recsys-export run_dir=outputs/train/2026-11-23_12-00-00
+    recsys-export run_dir=... checkpoint=last out_dir=exports/ml_iisan
+    python -m recsys.serving.topk exports/ml_iisan 50 181 258 --k 5
+
+See recsys/serving/export.py for what is written.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from recsys.cli import CONF_DIR
+from recsys.serving.export import export_run
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point of ``recsys-export``."""
+    out = export_run(cfg.run_dir, cfg.out_dir, cfg.checkpoint)
+    print(f"[recsys-export] {cfg.run_dir} ({cfg.checkpoint}) -> {out}")

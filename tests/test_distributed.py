@@ -1,0 +1,68 @@
+"""DDP with 2 CPU processes (gloo): evaluation ranks every user exactly once, so its metrics
+equal the single-process ones; training runs and writes one results.json (rank 0)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+TINY = [
+    "data=synthetic",
+    "data.raw.n_users=203",  # odd: the two evaluation shards differ in size
+    "data.raw.n_items=50",
+    "data.raw.n_clusters=5",
+    "data.raw.max_length=12",
+    "data.eval_batch_size=32",
+    "adapter=id",
+    "encoder/text=none",
+    "encoder/image=none",
+    "logger=none",
+    "trainer.max_epochs=2",
+    "trainer.precision=32-true",
+    "trainer.accelerator=cpu",
+]
+
+
+def _run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PL_DISABLE_FORK": "1"}
+    proc = subprocess.run([str(BIN / script), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.mark.slow
+def test_ddp_training_and_sharded_evaluation_match_one_process(tmp_path: Path):
+    common = [f"paths.data_dir={tmp_path / 'data'}", f"paths.root_dir={tmp_path}", *TINY]
+    single = tmp_path / "single"
+    _run("recsys-train", [*common, "trainer.devices=1", f"hydra.run.dir={single}"], tmp_path)
+
+    ddp = tmp_path / "ddp"
+    _run("recsys-train", [*common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                          "trainer.precision=32-true", f"hydra.run.dir={ddp}"], tmp_path)
+    results = json.loads((ddp / "results.json").read_text())
+    assert results["status"] == "complete" and results["config"]["trainer"]["strategy"] == "ddp"
+    assert 0 <= results["metrics"]["test"]["hr@10"] <= 1
+
+    evaluated = {}
+    for devices, strategy in ((1, "auto"), (2, "ddp")):
+        _run("recsys-eval", [f"run_dir={single}", "accelerator=cpu", f"devices={devices}",
+                             f"strategy={strategy}"], tmp_path)
+        evaluated[devices] = json.loads((single / "eval.json").read_text())
+    for stage in ("val", "test"):
+        assert evaluated[2][stage] == pytest.approx(evaluated[1][stage], rel=1e-6, abs=1e-9)
+        assert evaluated[1][stage]["hr@10"] == pytest.approx(
+            json.loads((single / "results.json").read_text())["metrics"][stage]["hr@10"])
+
+
+@pytest.mark.parametrize(("n", "world"), [(203, 2), (7, 3), (2, 4), (0, 2)])
+def test_eval_shards_cover_every_user_exactly_once(n, world):
+    from recsys.data.datamodule import EvalShard
+
+    shards = [list(EvalShard(n, rank, world)) for rank in range(world)]
+    assert sorted(i for s in shards for i in s) == list(range(n))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1

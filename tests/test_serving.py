@@ -1,0 +1,65 @@
+"""Serving from an export alone: the answer equals the trained model's own full ranking."""
+
+import json
+
+import polars as pl
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from recsys.models.sasrec import SASRec
+from recsys.serving.export import FORMAT_VERSION
+from recsys.serving.topk import ExportedRecommender
+
+N, D, WINDOW = 30, 16, 5
+
+
+@pytest.fixture
+def export_dir(tmp_path):
+    torch.manual_seed(0)
+    table = torch.randn(N + 1, D)
+    table[0] = 0
+    encoder = SASRec(d_model=D, num_blocks=1, num_heads=2, ffn_dim=32, max_len=WINDOW).eval()
+    save_file({"item_embeddings": table}, tmp_path / "item_embeddings.safetensors")
+    save_file(encoder.state_dict(), tmp_path / "user_encoder.safetensors")
+    pl.DataFrame({"item_id": list(range(1, N + 1)), "key": [f"k{i}" for i in range(1, N + 1)],
+                  "title": ["t"] * N}).write_parquet(tmp_path / "items.parquet")
+    meta = {"format_version": FORMAT_VERSION, "window": WINDOW, "num_items": N, "d_model": D,
+            "user_encoder": {"class": "recsys.models.sasrec.SASRec",
+                             "args": {"d_model": D, "num_blocks": 1, "num_heads": 2, "ffn_dim": 32,
+                                      "max_len": WINDOW}}}
+    (tmp_path / "export.json").write_text(json.dumps(meta))
+    return tmp_path, table, encoder
+
+
+def test_recommend_matches_brute_force_ranking(export_dir):
+    path, table, encoder = export_dir
+    rec = ExportedRecommender.load(path)
+    history = [3, 7, 7, 1, 12, 5, 9]  # longer than the window: the last 5 are used
+    answer = rec.recommend([f"k{i}" for i in history] + ["unknown"], k=4)
+    assert answer.unknown == ["unknown"]
+    inputs = torch.tensor([history[-WINDOW:]])
+    with torch.no_grad():
+        scores = (encoder(table[inputs], inputs != 0)[:, -1] @ table.T)[0]
+    ranked = [i for i in scores.argsort(descending=True).tolist() if i != 0 and i not in history]
+    assert answer.items == [f"k{i}" for i in ranked[:4]]
+    torch.testing.assert_close(torch.tensor(answer.scores), scores[ranked[:4]])
+
+
+def test_short_history_is_left_padded_and_history_can_be_kept(export_dir):
+    path, table, encoder = export_dir
+    answer = ExportedRecommender.load(path).recommend(["k2"], k=N, exclude_history=False)
+    assert len(answer.items) == N and "k2" in answer.items
+
+
+def test_bad_exports_and_histories_raise_clearly(export_dir):
+    path, *_ = export_dir
+    with pytest.raises(ValueError, match="none of the history items"):
+        ExportedRecommender.load(path).recommend(["x", "y"])
+    meta = json.loads((path / "export.json").read_text())
+    meta["user_encoder"]["class"] = "os.system"
+    (path / "export.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="is not one of"):
+        ExportedRecommender.load(path)
+    with pytest.raises(FileNotFoundError, match="recsys-export"):
+        ExportedRecommender.load(path / "missing")
