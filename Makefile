@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev,lora]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,lora,sweeps]"
 	touch $(STAMP)
 
 install: $(STAMP)
