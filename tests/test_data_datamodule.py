@@ -53,6 +53,10 @@ def test_train_batches_are_the_windows_shuffled(datamodule):
     assert windows.tolist() != expected  # shuffled, not in user order
     again = torch.cat([b["items"] for b in datamodule.train_dataloader()])
     assert torch.equal(again, windows)  # same seed -> same order
+    loader = datamodule.train_dataloader()
+    loader.sampler.set_epoch(1)  # Lightning does this every epoch, also after a resume
+    epoch1 = torch.cat([b["items"] for b in loader])
+    assert not torch.equal(epoch1, windows) and sorted(epoch1.tolist()) == sorted(windows.tolist())
 
 
 @pytest.mark.parametrize("stage, holdout", [("val", 2), ("test", 1)])

@@ -7,13 +7,17 @@ implement ``__getitems__``, which the DataLoader calls with a whole batch of ind
   "history": LongTensor [B, H] (0-padded), "user": LongTensor [B]}``, every user exactly
   once, in user order, no padding or repetition.
 
+Training order: a seeded ``DistributedSampler`` (one replica when not distributed) draws
+the permutation of epoch e from (seed, e); Lightning calls its ``set_epoch``, so a run
+resumed from a checkpoint sees exactly the batches the uninterrupted run saw.
+
 Distributed (DDP, ``trainer=ddp``): the loaders shard themselves when a process group with
 more than one process is initialised (the trainer config sets
 ``use_distributed_sampler: false`` so Lightning does not substitute its own sampler, whose
-evaluation shards are padded with repeated users). Training: a ``DistributedSampler``
-(shuffled per epoch, seeded; Lightning calls its ``set_epoch``). Evaluation: rank r of w
-gets the contiguous users ``[r·U/w, (r+1)·U/w)``, so every user is ranked exactly once
-over all ranks and the sum-reduced metrics equal the single-process ones.
+evaluation shards are padded with repeated users). Training: the sampler above with one
+replica per process. Evaluation: rank r of w gets the contiguous users
+``[r·U/w, (r+1)·U/w)``, so every user is ranked exactly once over all ranks and the
+sum-reduced metrics equal the single-process ones.
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ class SequenceDataModule(pl.LightningDataModule):
         batch_size: training windows per batch.
         eval_batch_size: users per validation/test batch.
         num_workers: DataLoader workers.
-        seed: seed of the training shuffle (each epoch draws a new permutation).
+        seed: seed of the training shuffle (epoch e's permutation depends on seed and e only).
 
     Attributes (available after ``setup()``, or on first access):
         num_items (N), num_users (U), train_popularity (torch float32 [N+1]),
@@ -163,19 +167,16 @@ class SequenceDataModule(pl.LightningDataModule):
         return torch.from_numpy(self.sequences.train_popularity()).float()
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        group = _process_group()
+        rank, world = _process_group() or (0, 1)
         sampler: Sampler | None = None
-        if group is not None and shuffle:
-            sampler = DistributedSampler(dataset, num_replicas=group[1], rank=group[0], seed=self.seed)
-        elif group is not None:
-            sampler = EvalShard(len(dataset), *group)
-        generator = torch.Generator().manual_seed(self.seed) if shuffle and sampler is None else None
+        if shuffle:  # the permutation is a function of (seed, epoch): a resumed run replays it
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, seed=self.seed)
+        elif world > 1:
+            sampler = EvalShard(len(dataset), rank, world)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
             sampler=sampler,
-            generator=generator,
             collate_fn=_as_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -31,6 +31,12 @@ def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
     return path
 
 
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint's contents, loaded with ``weights_only=True``: tensors and plain
+    containers only; a file that would run code when unpickled raises instead."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def run_config(run_dir: Path, overrides: Mapping[str, Any] | None = None) -> DictConfig:
     """The run's resolved config (from its results.json), with ``overrides`` merged in."""
     results_file = run_dir / "results.json"
@@ -49,6 +55,5 @@ def restore_run(
     dm = build_datamodule(cfg)
     store, _ = build_feature_store(cfg, dm)
     module = build_module(cfg, dm, store)
-    state = torch.load(checkpoint_path(run_dir, checkpoint), map_location="cpu", weights_only=True)
-    module.load_state_dict(state["state_dict"])
+    module.load_state_dict(load_checkpoint(checkpoint_path(run_dir, checkpoint))["state_dict"])
     return cfg, dm, module
