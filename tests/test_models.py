@@ -110,3 +110,20 @@ def test_param_groups_cover_every_trainable_parameter_once(adapter):
     if adapter == "id":
         assert set(by_name) == {"other"}
     torch.optim.Adam(groups)  # a valid optimiser spec
+
+
+@pytest.mark.parametrize("loss", ["in_batch", "full"])
+def test_training_loss_adds_the_item_tower_aux_loss(loss):
+    torch.manual_seed(0)
+    store = make_store({"text": [16] * 3, "image": [12] * 3, "audio": [8] * 3}, n_items=20)
+    tower = build_item_tower("crossan", store, bottleneck=4, cross_rank=2, aux_loss_weight=0.5)
+    torch.nn.init.normal_(tower.fusion.router.weight, std=0.5)  # an unbalanced router
+    model = SequentialRecommender(tower, SASRec(max_len=10)).eval()  # no dropout
+    items, log_pop = batch(), log_popularity(torch.randint(0, 5, (21,)).float())
+    total = model.training_loss(items, log_pop, loss=loss)
+    aux = tower.aux_loss()
+    assert aux is not None and aux > 0 and aux.requires_grad
+    tower.fusion.aux_loss_weight = 0.0
+    plain = model.training_loss(items, log_pop, loss=loss)
+    assert tower.aux_loss() is None
+    torch.testing.assert_close(total, plain + aux)

@@ -8,8 +8,13 @@ own as a submodule (its buffers move with the tower).
 
 ``build_item_tower(name, store, **cfg)`` takes the adapter config minus its ``name`` key
 (``conf/adapter/*.yaml``; every tower accepts ``layers``, which towers over features check
-against the store). ``layers_per_modality(cfg["layers"], modalities)`` turns the
-config's layer schedule into the ``layers`` argument of ``load_feature_store``.
+against the store with ``check_store_layers``). ``layers_per_modality(cfg["layers"],
+modalities)`` turns the config's layer schedule into the ``layers`` argument of
+``load_feature_store``.
+
+Towers with a learned fusion router (CROSSAN's MoMEF) also report an auxiliary training
+loss (``aux_loss()``, added by ``SequentialRecommender.training_loss``) and their gate
+weights (``gate_summary()``, logged by the training module); the defaults here are no-ops.
 """
 
 from __future__ import annotations
@@ -45,6 +50,16 @@ class ItemTower(nn.Module):
     def num_trainable(self) -> int:
         """Number of trainable scalars."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """Auxiliary loss of the last forward (a scalar, already weighted), added to the
+        training loss; None when the tower has none (the default)."""
+        return None
+
+    def gate_summary(self, reset: bool = True) -> dict[str, float]:
+        """Mean fusion gate weight per expert over the items embedded since the last reset
+        (``reset=True`` starts a new window); {} when the tower has no gates (the default)."""
+        return {}
 
 
 _REGISTRY: dict[str, Callable[..., ItemTower]] = {}
@@ -89,6 +104,21 @@ def layers_per_modality(
     return {m: [int(i) for i in layers] for m in modalities}
 
 
+def check_store_layers(
+    store: FeatureStore, layers: list[int] | dict | None, modalities: list[str] | None = None
+) -> None:
+    """Raise a ValueError if the schedule ``layers`` (a list for every modality, a dict per
+    modality, None = no check) selects another number of entries than ``store`` holds, for
+    each of ``modalities`` (default: all of the store's)."""
+    mods = list(modalities or store.modalities)
+    for m, sched in (layers_per_modality(layers, mods) or {}).items():
+        if len(sched) != len(store.widths[m]):
+            raise ValueError(
+                f"adapter.layers selects {len(sched)} {m} layers {sched} but the feature "
+                f"store holds {len(store.widths[m])}: load the cache with the adapter's layers"
+            )
+
+
 def trainable(params) -> list[nn.Parameter]:
     """The parameters of an iterable that require grad, in order."""
     return [p for p in params if p.requires_grad]
@@ -104,6 +134,7 @@ def check_groups(module: nn.Module, groups: dict[str, list[torch.Tensor]]) -> No
 
 from recsys.adapters import (  # noqa: E402,F401  (registers the towers)
     bitfit,
+    crossan,
     fft,
     frozen,
     houlsby,

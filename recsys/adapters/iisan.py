@@ -18,8 +18,11 @@ order [image, text, inter] (streams that are absent are skipped).
 Widths (IISAN-Versa): a modality's intra stream runs at ``stream_width[m]`` (default: the
 width of its LAST selected layer, i.e. the encoder's output width; 768 for BERT/ViT-B);
 each layer whose width differs is mapped to it by its own ``Linear`` (so the faithful
-symmetric 768-d config has no alignment parameters). The inter stream runs at
-``min(d_text, d_image)`` with the same per-layer alignment of each modality to that width.
+symmetric 768-d config has no alignment parameters). The inter stream runs at the narrower
+width ``min(d_text, d_image)``: in each inter block a ``Linear`` maps the WIDER modality's
+layer to it before the gated sum, while the narrower modality's layers pass unchanged when
+their widths already equal it (``LayerAlign``: only layers of another width get a ``Linear``,
+e.g. the early stages of an EfficientNet). Intra streams keep their own widths.
 
 Layers: the tower uses all L layers of the store in order; ``layers`` (the schedule of
 hidden-state entries, faithful [0, 2, 4, 6, 8, 10, 12]) only documents/validates what the
@@ -31,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.adapters import ItemTower, layers_per_modality, register_adapter, trainable
+from recsys.adapters import ItemTower, check_store_layers, register_adapter, trainable
 from recsys.adapters.side_block import LayerAlign, Mix, SideBlock
 from recsys.cache.features import FeatureStore
 
@@ -50,19 +53,21 @@ class IntraStream(nn.Module):
         self.blocks = nn.ModuleList(SideBlock(d, r) for _ in widths)
         self.mixes = nn.ModuleList(Mix(gated) for _ in widths)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, messages: torch.Tensor | None = None) -> torch.Tensor:
+        """``z = block_l(mix_l(H[l], z) + messages[:, l])`` over the layers; ``messages``
+        ``[n, L, d]`` are optional per-layer inputs from outside the stream (CROSSAN's
+        cross-modal messages), absent in IISAN."""
         z = h.new_zeros(h.shape[0], self.d)
         for layer, (block, mix) in enumerate(zip(self.blocks, self.mixes, strict=True)):
-            z = block(mix(self.align(h, layer), z))
+            x = mix(self.align(h, layer), z)
+            z = block(x if messages is None else x + messages[:, layer])
         return z
 
 
 class InterStream(nn.Module):
     """Cross-modal side stream: text ``[n, L, Dt]`` and image ``[n, L, Di]`` -> ``[n, d]``."""
 
-    def __init__(
-        self, text_widths: list[int], image_widths: list[int], d: int, r: int, gated: bool
-    ) -> None:
+    def __init__(self, text_widths: list[int], image_widths: list[int], d: int, r: int, gated: bool) -> None:
         super().__init__()
         self.d = d
         self.align_text = LayerAlign(text_widths, d)
@@ -78,26 +83,29 @@ class InterStream(nn.Module):
         return z
 
 
+def stream_widths(
+    store: FeatureStore, stream_width: int | dict[str, int | None] | None, modalities: list[str]
+) -> dict[str, int]:
+    """Width of each modality's stream: ``stream_width`` as an int for every modality, a
+    dict modality -> int | None, or None; None = the width of the modality's last layer."""
+    if not isinstance(stream_width, dict) and not hasattr(stream_width, "keys"):
+        stream_width = {m: stream_width for m in modalities}
+    return {m: int(stream_width.get(m) or store.widths[m][-1]) for m in modalities}
+
+
 def _head(d: int, d_model: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d, d), nn.Linear(d, d_model))
 
 
-def _check_config(
-    store: FeatureStore, streams: str, fusion: str, layers: list[int] | dict | None
-) -> None:
+def _check_config(store: FeatureStore, streams: str, fusion: str, layers: list[int] | dict | None) -> None:
     """Raise a clear ValueError for options the store cannot serve."""
     if streams not in STREAMS:
         raise ValueError(f"streams must be one of {STREAMS}, got {streams!r}")
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    check_store_layers(store, layers)
     mods = list(store.modalities)
     depth = {m: len(store.widths[m]) for m in mods}
-    for m, sched in (layers_per_modality(layers, mods) or {}).items():
-        if len(sched) != depth[m]:
-            raise ValueError(
-                f"adapter.layers selects {len(sched)} {m} layers {sched} but the feature "
-                f"store holds {depth[m]}: load the cache with the adapter's layers"
-            )
     if streams != "intra" and not {"text", "image"} <= set(mods):
         raise ValueError(
             f"streams={streams!r} has an inter stream, which needs text and image "
@@ -141,9 +149,7 @@ class IISANTower(ItemTower):
         super().__init__()
         _check_config(store, streams, fusion, layers)
         mods = list(store.modalities)
-        if not isinstance(stream_width, dict) and not hasattr(stream_width, "keys"):
-            stream_width = {m: stream_width for m in mods}
-        width = {m: int(stream_width.get(m) or store.widths[m][-1]) for m in mods}
+        width = stream_widths(store, stream_width, mods)
 
         self.store = store
         self.d_model = d_model
@@ -151,17 +157,13 @@ class IISANTower(ItemTower):
         gated = fusion == "gated"
         self.intra = nn.ModuleDict()
         if streams != "inter":
-            order = [m for m in REFERENCE_ORDER if m in mods] + [
-                m for m in mods if m not in REFERENCE_ORDER
-            ]
+            order = [m for m in REFERENCE_ORDER if m in mods] + [m for m in mods if m not in REFERENCE_ORDER]
             for m in order:
                 self.intra[m] = IntraStream(store.widths[m], width[m], bottleneck, gated)
         self.inter = None
         if streams != "intra":
             d_inter = min(width["text"], width["image"])
-            self.inter = InterStream(
-                store.widths["text"], store.widths["image"], d_inter, bottleneck, gated
-            )
+            self.inter = InterStream(store.widths["text"], store.widths["image"], d_inter, bottleneck, gated)
         self.heads = nn.ModuleDict({m: _head(s.d, d_model) for m, s in self.intra.items()})
         if self.inter is not None:
             self.heads["inter"] = _head(self.inter.d, d_model)

@@ -1,8 +1,10 @@
 """SequentialRecommender: item tower + user encoder + dot-product scoring.
 
 Training: ``emb = item_tower(items)`` [B,W+1,64]; ``states = user_encoder(emb[:, :-1],
-items[:, :-1] != 0)`` [B,W,64]; in-batch (IISAN) or full softmax over the next items.
-Scoring: ``user_state · item_emb``, no temperature.
+items[:, :-1] != 0)`` [B,W,64]; in-batch (IISAN) or full softmax over the next items, plus
+the item tower's auxiliary loss when it has one (``ItemTower.aux_loss``, e.g. MoMEF load
+balancing). The tower is called once per training step, so that loss covers every item the
+step embedded. Scoring: ``user_state · item_emb``, no temperature.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ class SequentialRecommender(nn.Module):
         """``ids`` [...] long -> [..., d]."""
         return self.item_tower(ids)
 
-    def all_item_embeddings(self, chunk_size: int = 4096) -> torch.Tensor:
+    def all_item_embeddings(self, chunk_size: int | None = 4096) -> torch.Tensor:
         """Embeddings of the whole catalogue, [N+1, d], row 0 (padding) = zeros; computed in
-        chunks of ``chunk_size`` ids (wrap in ``torch.no_grad()`` for evaluation)."""
+        chunks of ``chunk_size`` ids, None = one call (wrap in ``torch.no_grad()`` for
+        evaluation)."""
         device = next(self.parameters()).device
         ids = torch.arange(1, self.num_items + 1, device=device)
-        rows = [self.item_tower(chunk) for chunk in ids.split(chunk_size)]
+        rows = [self.item_tower(chunk) for chunk in ids.split(chunk_size or self.num_items)]
         return torch.cat([rows[0].new_zeros(1, rows[0].shape[-1]), *rows])
 
     def user_states(self, inputs: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,21 +70,25 @@ class SequentialRecommender(nn.Module):
             loss: ``in_batch`` (IISAN, faithful) | ``full`` (softmax over all items).
             mask_history: ``full`` only: mask the user's other items of the window.
         Returns:
-            scalar loss.
+            scalar loss: the next-item loss + the item tower's ``aux_loss()`` (if not None).
         """
         if loss == "in_batch":
             if log_pop is None:
                 raise ValueError("the in_batch loss needs log_pop (log train popularity)")
             emb = self.item_tower(batch_items)
             states = self.user_states(batch_items[:, :-1], emb[:, :-1])
-            return in_batch_softmax_loss(states, batch_items, emb, log_pop)
-        if loss == "full":
-            all_emb = self.all_item_embeddings()
+            value = in_batch_softmax_loss(states, batch_items, emb, log_pop)
+        elif loss == "full":
+            # One tower call: with gradients, chunks would keep every activation anyway.
+            all_emb = self.all_item_embeddings(chunk_size=None)
             states = self.user_states(batch_items[:, :-1], all_emb[batch_items[:, :-1]])
             history = batch_items if mask_history else None
             targets = batch_items[:, 1:].masked_fill(batch_items[:, :-1] == 0, 0)  # pad input
-            return full_softmax_loss(states, targets, all_emb, history)
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+            value = full_softmax_loss(states, targets, all_emb, history)
+        else:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        aux = self.item_tower.aux_loss()
+        return value if aux is None else value + aux
 
     def param_groups(self, lrs: dict[str, float]) -> list[dict]:
         """Optimiser groups ``[{"name", "params", "lr"}, ...]`` (empty groups dropped).

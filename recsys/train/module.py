@@ -4,6 +4,10 @@ It receives a ready `SequentialRecommender` (item tower + user encoder) by injec
 adds what Lightning needs: the training loss, Adam with per-module learning-rate groups,
 and full-ranking validation/test with metric sums reduced across processes.
 
+Towers with a fusion router (CROSSAN's MoMEF) are also logged: `train/aux_loss` (the weighted
+auxiliary loss, part of `train/loss`), `train/gate/<expert>` (mean gate weight over the
+step's items) and `val/gate/<expert>`, `test/gate/<expert>` (over the catalogue pass).
+
 Batches (see recsys.data.datamodule):
 - train: {"items": LongTensor [B, W+1]} left-padded windows.
 - val/test: {"inputs": [B, W], "target": [B], "history": [B, H], "user": [B]}.
@@ -60,15 +64,21 @@ class RecommenderModule(pl.LightningModule):
         self.val_metrics = RankingMetrics(ks=tuple(ks))
         self.test_metrics = RankingMetrics(ks=tuple(ks))
         self._item_emb: torch.Tensor | None = None
+        self._eval_gates: dict[str, float] = {}
 
     # ---- training -------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.model.training_loss(
             batch["items"], self.log_pop, loss=self.loss_name, mask_history=self.mask_history
         )
-        self.log(
-            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["items"].shape[0]
-        )
+        size = batch["items"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        tower = self.model.item_tower
+        aux = tower.aux_loss()
+        if aux is not None:
+            self.log("train/aux_loss", aux, on_step=True, on_epoch=True, batch_size=size)
+        for expert, weight in tower.gate_summary().items():
+            self.log(f"train/gate/{expert}", weight, on_step=True, on_epoch=True, batch_size=size)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -76,8 +86,12 @@ class RecommenderModule(pl.LightningModule):
 
     # ---- evaluation -----------------------------------------------------------------
     def _begin_eval(self) -> None:
-        """Embed the whole catalogue once per evaluation pass: [N+1, d]."""
+        """Embed the whole catalogue once per evaluation pass: [N+1, d]; keep the tower's
+        gate weights over exactly that pass."""
+        tower = self.model.item_tower
+        tower.gate_summary()  # start a new window
         self._item_emb = self.model.all_item_embeddings(chunk_size=self.chunk_size)
+        self._eval_gates = tower.gate_summary()
 
     def _eval_step(self, batch: dict[str, torch.Tensor], metrics: RankingMetrics) -> None:
         user_emb = self.model.user_embedding(batch["inputs"])
@@ -95,8 +109,12 @@ class RecommenderModule(pl.LightningModule):
         # compute() already sums the metric totals over processes.
         for name, value in metrics.compute().items():
             self.log(f"{stage}/{name}", value.float(), prog_bar=name == "hr@10")
+        for expert, weight in self._eval_gates.items():
+            self.log(f"{stage}/gate/{expert}", weight)
         metrics.reset()
+        self.model.item_tower.gate_summary()  # drop the eval steps' item lookups
         self._item_emb = None
+        self._eval_gates = {}
 
     def on_validation_epoch_start(self) -> None:
         self._begin_eval()
