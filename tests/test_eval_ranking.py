@@ -152,3 +152,21 @@ def test_cuda_matches_cpu(tie_policy):
     cpu = full_ranking_ranks(user_emb, item_emb, target, history, tie_policy, chunk_size=999)
     gpu = full_ranking_ranks(user_emb, item_emb.cuda(), target, history, tie_policy, chunk_size=999)
     assert gpu.is_cuda and torch.equal(gpu.cpu(), cpu)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 1000])
+def test_chunked_topk_equals_a_full_sort(chunk_size):
+    from recsys.eval.ranking import chunked_topk
+
+    gen = torch.Generator().manual_seed(0)
+    item_emb = torch.randn(26, 4, generator=gen)
+    item_emb[5] = item_emb[9]  # an exact tie: the lower id comes first
+    user_emb = torch.randn(6, 4, generator=gen)
+    excluded = torch.tensor([[1, 2, 0], [0, 0, 0], [9, 9, 3], [25, 0, 0], [5, 0, 0], [4, 6, 8]])
+    scores, ids = chunked_topk(user_emb, item_emb, k=10, excluded=excluded, chunk_size=chunk_size)
+    for b in range(6):
+        full = user_emb[b] @ item_emb.T
+        candidates = [i for i in range(1, 26) if i not in excluded[b].tolist()]
+        want = sorted(candidates, key=lambda i: (-full[i].item(), i))[:10]
+        assert ids[b].tolist() == want
+        torch.testing.assert_close(scores[b], full[want])

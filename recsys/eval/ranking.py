@@ -144,3 +144,45 @@ def full_ranking_ranks(
     if tie_policy == "average":
         return 1.0 + higher.double() + 0.5 * equal.double()
     return 1 + higher + equal
+
+
+def chunked_topk(
+    user_emb: Tensor, item_emb: Tensor, k: int, excluded: Tensor | None = None, chunk_size: int = 65536
+) -> tuple[Tensor, Tensor]:
+    """Exact top-``k`` items ``1..N`` per user, scoring the catalogue chunk by chunk.
+
+    Each chunk's own top-k is merged into a running top-k, so memory is
+    ``O(B * (chunk_size + k))`` whatever ``N`` and the result equals a top-k over the full
+    score matrix (same items; among exactly tied scores, the lower item id first).
+
+    Args:
+        user_emb: ``[B, d]``; moved to ``item_emb``'s device and dtype.
+        item_emb: ``[N+1, d]``; row 0 (padding) is never returned.
+        k: items per user (at most N).
+        excluded: ``[B, H]`` long item ids never returned (e.g. the history; 0 = padding).
+        chunk_size: items scored per matmul.
+
+    Returns:
+        (scores ``[B, k]`` descending, item ids ``[B, k]`` long). Users with fewer than k
+        candidates get ``-inf`` scores at the end.
+    """
+    num_items = item_emb.shape[0] - 1
+    if not 1 <= k <= num_items:
+        raise ValueError(f"k must be in 1..{num_items}, got {k}")
+    device = item_emb.device
+    user_emb = user_emb.to(device=device, dtype=item_emb.dtype)
+    batch = user_emb.shape[0]
+    best_scores = torch.full((batch, 0), float("-inf"), dtype=item_emb.dtype, device=device)
+    best_ids = torch.zeros(batch, 0, dtype=torch.long, device=device)
+    for start, end in _chunk_bounds(num_items, chunk_size):
+        scores = _chunk_scores(user_emb, item_emb[start:end])
+        if excluded is not None:
+            mask = _excluded_mask(excluded.to(device=device, dtype=torch.long), start, end)
+            scores.masked_fill_(mask, float("-inf"))
+        ids = torch.arange(start, end, device=device).expand(batch, -1)
+        # Candidates in ascending id order, and stable sorting, keep ties ordered by id.
+        pool_scores = torch.cat([best_scores, scores], dim=1)
+        pool_ids = torch.cat([best_ids, ids], dim=1)
+        order = torch.sort(pool_scores, dim=1, descending=True, stable=True).indices[:, :k]
+        best_scores, best_ids = pool_scores.gather(1, order), pool_ids.gather(1, order)
+    return best_scores, best_ids

@@ -9,7 +9,8 @@ the file) and its weights come from safetensors: loading an export runs no code 
 
 Scoring is the training model's: the last ``window`` known items of the history, left-padded,
 go through the user encoder; the state at the last position is dotted with every item
-embedding; items of the history are excluded by default; the top k are returned.
+embedding; items of the history are excluded by default; the exact top k come from
+``chunked_topk`` (memory bounded by the chunk, whatever the catalogue size).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import polars as pl
 import torch
 from safetensors.torch import load_file
 
+from recsys.eval.ranking import chunked_topk
 from recsys.models.sasrec import SASRec
 from recsys.serving.export import FORMAT_VERSION
 
@@ -81,14 +83,13 @@ class ExportedRecommender:
         inputs = torch.zeros(1, self.window, dtype=torch.long)
         recent = known[-self.window:]
         inputs[0, self.window - len(recent):] = torch.tensor(recent)
+        excluded = torch.tensor([known]) if exclude_history else None
         with torch.no_grad():
             state = self.user_encoder(self.item_embeddings[inputs], inputs != 0)[:, -1]  # [1, d]
-            scores = (state @ self.item_embeddings.T)[0]  # [N+1]
-        scores[0] = float("-inf")
-        if exclude_history:
-            scores[torch.tensor(known)] = float("-inf")
-        top = torch.topk(scores, min(k, int(torch.isfinite(scores).sum())))
-        return Recommendation([self.keys[i - 1] for i in top.indices.tolist()], top.values.tolist(), unknown)
+            scores, ids = chunked_topk(state, self.item_embeddings, min(k, len(self.keys)), excluded)
+        kept = torch.isfinite(scores[0])  # fewer candidates than k: drop the -inf tail
+        items = [self.keys[i - 1] for i in ids[0][kept].tolist()]
+        return Recommendation(items, scores[0][kept].tolist(), unknown)
 
 
 def main(argv: list[str] | None = None) -> None:
