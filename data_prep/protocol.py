@@ -17,7 +17,7 @@ import logging
 import polars as pl
 
 from data_prep.readers import RawDataset
-from recsys.data.processed import ITEMS_SCHEMA, ProcessedDataset
+from recsys.data.processed import ITEMS_SCHEMA, OPTIONAL_ITEM_COLUMNS, ProcessedDataset
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,10 @@ def apply_protocol(
     if "timestamp" in interactions.columns:
         interactions = interactions.with_columns(pl.col("timestamp").cast(pl.Int64))
         columns.append("timestamp")
+    item_schema = ITEMS_SCHEMA | OPTIONAL_ITEM_COLUMNS
     items = item_ids.join(raw.items, on="key", maintain_order="left").with_columns(
         pl.col("key").cast(pl.String)
-    ).select(list(ITEMS_SCHEMA)).cast(ITEMS_SCHEMA)
+    ).select(list(item_schema)).cast(item_schema)
     users = users.with_columns(pl.col("key").cast(pl.String)).select("user_id", "key")
 
     n_raw_users = raw.interactions["user_key"].n_unique()
@@ -116,8 +117,8 @@ def apply_protocol(
         "interactions": interactions.height,
         "dropped": dropped,
         "missing": {
-            "image_path": items["image_path"].null_count(),
-            "description": items["description"].null_count(),
+            column: items[column].null_count()
+            for column in ("image_path", "video_path", "audio_path", "description")
         },
         "protocol": {"min_interactions": min_interactions, "keep_last": keep_last},
         "source": source or {},

@@ -41,9 +41,28 @@ def test_fingerprint_depends_on_item_fields(dataset):
     assert same.fingerprint() == dataset.fingerprint()  # description is not part of it
 
 
+def test_media_columns_join_the_fingerprint_only_when_used(tmp_path, dataset):
+    assert dataset.items.schema["video_path"] == dataset.items.schema["audio_path"] == pl.String
+    # a dataset processed before the media columns existed: loads, same fingerprint
+    legacy = ProcessedDataset(dataset.items.drop("video_path", "audio_path"), dataset.users,
+                              dataset.interactions, dataset.stats)
+    loaded = ProcessedDataset.load(legacy.save(tmp_path / "legacy"))
+    assert "video_path" not in loaded.items.columns
+    assert loaded.fingerprint() == dataset.fingerprint()
+    for column in ("video_path", "audio_path"):
+        media = dataset.items.with_columns(
+            pl.when(pl.col("item_id") == 2).then(pl.lit("/media/b")).otherwise(pl.col(column))
+            .alias(column))
+        changed = ProcessedDataset(media, dataset.users, dataset.interactions, dataset.stats)
+        assert changed.fingerprint() != dataset.fingerprint()
+    assert dataset.stats["missing"] == {"image_path": 3, "video_path": 4, "audio_path": 4,
+                                        "description": 4}
+
+
 @pytest.mark.parametrize("file, column, change, message", [
     ("items.parquet", "item_id", pl.col("item_id").cast(pl.Int64), "type Int64, expected Int32"),
     ("items.parquet", "title", pl.col("title").str.replace("B", " "), "non-empty"),
+    ("items.parquet", "audio_path", pl.col("item_id"), "'audio_path' has type Int32"),
     ("users.parquet", "user_id", pl.col("user_id") + 1, "0..U-1"),
     ("interactions.parquet", "position", pl.col("position").reverse(), "sorted by"),
 ])

@@ -36,7 +36,7 @@ def test_iisan_local_images_are_linked_and_missing_ones_null(tmp_path):
 
 
 def test_registry_lists_the_builtin_readers():
-    assert {"amazon_iisan", "movielens", "amazon2018", "synthetic"} <= set(list_readers())
+    assert {"amazon_iisan", "movielens", "amazon2018", "microlens", "synthetic"} <= set(list_readers())
     with pytest.raises(KeyError, match="unknown reader"):
         get_reader("nope")
 

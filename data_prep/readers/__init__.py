@@ -43,8 +43,9 @@ class RawDataset:
     Attributes:
         items: the item catalogue, one row per item, unique ``key`` (str or int; may cover
             more items than the interactions use); columns ``key``, ``title`` (str,
-            non-empty, HTML-unescaped), ``image_path`` (str, nullable, absolute),
-            ``description`` (str, nullable).
+            non-empty, HTML-unescaped), ``image_path``, ``video_path``, ``audio_path`` (str,
+            nullable, absolute paths of local files), ``description`` (str, nullable).
+            Build it with ``items_frame`` (or ``ItemCatalogue.frame``).
         interactions: one row per interaction, columns ``user_key``, ``item_key`` (same
             dtype as ``items.key``) and optionally ``timestamp`` (int64). Rows of one user
             are contiguous and chronological; users appear in source order.
@@ -121,17 +122,23 @@ def items_frame(
     titles: list[str],
     image_paths: list[str | None] | None = None,
     descriptions: list[str | None] | None = None,
+    *,
+    video_paths: list[str | None] | None = None,
+    audio_paths: list[str | None] | None = None,
 ) -> pl.DataFrame:
-    """Item catalogue frame ``[key, title, image_path (nullable), description (nullable)]``."""
+    """Item catalogue frame ``[key, title, image_path, description, video_path, audio_path]``;
+    every column but ``key`` and ``title`` is a nullable str, all null where not given."""
     n = len(keys)
+    optional = {
+        "image_path": image_paths,
+        "description": descriptions,
+        "video_path": video_paths,
+        "audio_path": audio_paths,
+    }
     return pl.DataFrame(
-        {
-            "key": keys,
-            "title": titles,
-            "image_path": image_paths if image_paths is not None else [None] * n,
-            "description": descriptions if descriptions is not None else [None] * n,
-        },
-        schema_overrides={"title": pl.String, "image_path": pl.String, "description": pl.String},
+        {"key": keys, "title": titles}
+        | {name: values if values is not None else [None] * n for name, values in optional.items()},
+        schema_overrides={"title": pl.String} | dict.fromkeys(optional, pl.String),
     )
 
 
@@ -157,19 +164,29 @@ class ItemCatalogue:
             self.titles.append(title)
             self.descriptions.append(description)
 
-    def frame(self, image_paths: list[str | None] | None = None) -> pl.DataFrame:
-        """The catalogue as ``items_frame`` (image paths aligned with ``keys``)."""
-        return items_frame(self.keys, self.titles, image_paths, self.descriptions)
+    def frame(
+        self,
+        image_paths: list[str | None] | None = None,
+        *,
+        video_paths: list[str | None] | None = None,
+        audio_paths: list[str | None] | None = None,
+    ) -> pl.DataFrame:
+        """The catalogue as ``items_frame`` (media paths aligned with ``keys``)."""
+        return items_frame(self.keys, self.titles, image_paths, self.descriptions,
+                           video_paths=video_paths, audio_paths=audio_paths)
 
 
-def local_images(directory: Path | str | None, keys: list, suffix: str) -> list[str | None]:
+def local_media(
+    directory: Path | str | None, keys: list, suffix: str, kind: str = "image"
+) -> list[str | None]:
     """Absolute path of ``<directory>/<key><suffix>`` for each key, None where no such file
-    exists (or ``directory`` is None). Lists the directory once."""
+    exists (or ``directory`` is None). Lists the directory once; ``kind`` (image, video,
+    audio) names it in the error raised when it does not exist."""
     if directory is None:
         return [None] * len(keys)
     directory = Path(directory).absolute()
     if not directory.is_dir():
-        raise RawDataError(f"image directory not found: {directory} ({README_HINT})")
+        raise RawDataError(f"{kind} directory not found: {directory} ({README_HINT})")
     present = {entry.name for entry in os.scandir(directory) if entry.is_file()}
     return [
         str(directory / f"{key}{suffix}") if f"{key}{suffix}" in present else None
@@ -179,7 +196,7 @@ def local_images(directory: Path | str | None, keys: list, suffix: str) -> list[
 
 Reader = Callable[[Mapping, ReadContext], RawDataset]
 _READERS: dict[str, Reader] = {}
-_BUILTIN_MODULES = ("amazon_iisan", "movielens", "amazon2018", "synthetic")
+_BUILTIN_MODULES = ("amazon_iisan", "movielens", "amazon2018", "microlens", "synthetic")
 
 
 def register_reader(name: str) -> Callable[[Reader], Reader]:

@@ -30,10 +30,11 @@ from data_prep.readers import (
     RawDataset,
     ReadContext,
     clean_text,
-    local_images,
+    local_media,
     register_reader,
     require_file,
 )
+from data_prep.readers.sequences import chronological
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,7 @@ def _read_reviews(path: Path, known_items: set[str], ctx: ReadContext) -> pl.Dat
         {"user_key": users, "item_key": items, "timestamp": times},
         schema={"user_key": pl.String, "item_key": pl.String, "timestamp": pl.Int64},
     )
-    first_row = pl.col("row").min().over("user_key")
-    return (
-        frame.with_row_index("row")
-        .sort([first_row, pl.col("timestamp")], maintain_order=True)
-        .drop("row")
-    )
+    return chronological(frame)
 
 
 @register_reader("amazon2018")
@@ -107,7 +103,7 @@ def read_amazon2018(raw: Mapping, ctx: ReadContext) -> RawDataset:
     reviews_file = require_file(raw["reviews_file"], "Amazon 2018 reviews file")
     meta_file = require_file(raw["meta_file"], "Amazon 2018 metadata file")
     catalogue = _read_meta(meta_file, ctx)
-    images = local_images(raw.get("image_dir"), catalogue.keys, ".jpg")
+    images = local_media(raw.get("image_dir"), catalogue.keys, ".jpg")
     log.info("%d of %d products have a local image", sum(p is not None for p in images), len(images))
     items = catalogue.frame(images)
     interactions = _read_reviews(reviews_file, set(catalogue.keys), ctx)

@@ -23,10 +23,11 @@ from data_prep.readers import (
     RawDataset,
     ReadContext,
     clean_text,
-    local_images,
+    local_media,
     register_reader,
     require_file,
 )
+from data_prep.readers.sequences import read_user_sequences
 
 
 def _read_items(path, images_dir, ctx: ReadContext) -> pl.DataFrame:
@@ -38,36 +39,7 @@ def _read_items(path, images_dir, ctx: ReadContext) -> pl.DataFrame:
                 ctx.problem("malformed_line", path, line_no, "expected 'ASIN<TAB>title'")
                 continue
             catalogue.add(fields[0].strip(), clean_text(fields[1]), path, line_no)
-    return catalogue.frame(local_images(images_dir, catalogue.keys, ".jpg"))
-
-
-def _read_sequences(path, known_items: set[str], ctx: ReadContext) -> pl.DataFrame:
-    user_keys: list[str] = []
-    item_keys: list[str] = []
-    seen: set[str] = set()
-    with open(path, encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            fields = line.rstrip("\r\n").split("\t")
-            if len(fields) != 2 or not fields[0] or not fields[1].split():
-                ctx.problem("malformed_line", path, line_no, "expected 'user<TAB>item item ...'")
-                continue
-            user = fields[0].strip()
-            if user in seen:
-                ctx.problem("duplicate_user", path, line_no, f"user {user!r} appears again")
-                continue
-            seen.add(user)
-            for item in fields[1].split():
-                if item not in known_items:
-                    ctx.problem(
-                        "unknown_item", path, line_no, f"item {item!r} is not in the items file"
-                    )
-                    continue
-                user_keys.append(user)
-                item_keys.append(item)
-    return pl.DataFrame(
-        {"user_key": user_keys, "item_key": item_keys},
-        schema={"user_key": pl.String, "item_key": pl.String},
-    )
+    return catalogue.frame(local_media(images_dir, catalogue.keys, ".jpg"))
 
 
 @register_reader("amazon_iisan")
@@ -77,5 +49,5 @@ def read_amazon_iisan(raw: Mapping, ctx: ReadContext) -> RawDataset:
     users_file = require_file(raw["users_file"], "IISAN users file")
     items_file = require_file(raw["items_file"], "IISAN items file")
     items = _read_items(items_file, raw.get("images_dir"), ctx)
-    interactions = _read_sequences(users_file, set(items["key"].to_list()), ctx)
+    interactions = read_user_sequences(users_file, set(items["key"].to_list()), ctx)
     return RawDataset(items=items, interactions=interactions, dropped=ctx.dropped_counts())

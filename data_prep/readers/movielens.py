@@ -27,7 +27,7 @@ from data_prep.readers import (
     ReadContext,
     clean_text,
     items_frame,
-    local_images,
+    local_media,
     register_reader,
     require_file,
 )
@@ -100,7 +100,7 @@ def read_movielens(raw: Mapping, ctx: ReadContext) -> RawDataset:
     titles = _read_titles(items_file, ctx)
     overviews = _read_overviews(overviews_file)
     keys = list(titles)
-    posters = local_images(raw.get("posters_dir"), keys, ".jpg")
+    posters = local_media(raw.get("posters_dir"), keys, ".jpg")
     missing = [key for key, poster in zip(keys, posters, strict=True) if poster is None]
     if missing:
         log.info("%d movies have no poster (image_path null): %s", len(missing), missing[:20])

@@ -1,33 +1,51 @@
-"""Synthetic sequential data with learnable structure (+ generated item images).
+"""Synthetic sequential data with learnable structure and generated item media.
 
 Generative story (all vectorised numpy, scales to millions of items and users):
 - items are spread over ``n_clusters`` latent clusters (every cluster non-empty);
-- each cluster has its own title vocabulary and its own image colour + stripe pattern;
+- each cluster has its own title vocabulary, image (colour + stripe pattern), video (a square
+  of its colour moving in its direction over its background) and audio chord
+  (``synthetic_media.py``);
 - users walk a sparse Markov chain over clusters (each cluster has ``successors`` next
   clusters with Dirichlet weights; with probability ``noise`` a uniform random jump);
 - at each step the user picks an item of the current cluster, skewed towards the
   cluster's first items (``popularity_skew`` >= 1; 1 = uniform).
-So the next item depends on the current one: a transition model beats popularity.
+So the next item depends on the current one: a transition model beats popularity, and
+content that reveals an item's cluster lets a recommender generalise across items.
+
+Which modalities carry the cluster signal:
+- ``modalities`` (subset of text, image, video, audio). Titles are always written; image,
+  video and audio files are generated only for the media listed. A listed modality carries
+  the signal; titles of a dataset without "text" take their words from a uniformly random
+  cluster (no signal).
+- ``signal`` (optional; modality -> probability in [0, 1], default 1 for each listed
+  modality): the probability that an item's content in that modality shows its own
+  cluster's pattern rather than that of a uniformly random cluster (possibly its own),
+  drawn independently per item and modality. With ``{text: 0.3, image: 0.3, video: 0.7,
+  audio: 0.7}`` (``conf/data/synthetic_av.yaml``) both title and image mislead for about half
+  of the items, whose cluster only their video and audio reveal; the modalities are
+  independent votes, so each one added identifies more items' clusters.
 
 Raw config (``conf/data/synthetic.yaml: raw``): ``n_users``, ``n_items``, ``n_clusters``,
 ``successors``, ``min_length``, ``max_length``, ``noise``, ``popularity_skew``,
-``words_per_cluster``, ``seed``, ``modalities`` (subset of [text, image]; titles are always
-written, "text" makes them cluster-specific), ``image_size`` (pixels).
-Images are PNGs written to ``<processed_dir>/images/<item key>.png`` (via the staging dir).
-Keys: users 0..n_users-1, items 1..n_items.
+``words_per_cluster``, ``seed``, ``modalities``, ``signal``, and per medium ``image_size``
+(pixels), ``video_frames``, ``video_size`` (pixels, even), ``audio_seconds`` (needed only
+when that medium is listed). Files go to ``<processed_dir>/images/<key>.png``,
+``videos/<key>.mp4`` and ``audio/<key>.wav`` (via the staging dir). Keys: users
+0..n_users-1, items 1..n_items. Deterministic in ``seed``; a dataset with signal 1 in text
+and image and no video or audio is what it was before video and audio existed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import polars as pl
-from PIL import Image
 
 from data_prep.readers import RawDataset, ReadContext, items_frame, register_reader
+from data_prep.readers.synthetic_media import write_media
 
+MODALITIES = ("text", "image", "video", "audio")
 SYLLABLES = np.array(
     "ka lo mi ne ru sa to vi ze bo da fe gu hi jo ku la me no pi qu re si tu va wo xe yo zu"
     .split()
@@ -74,17 +92,33 @@ def generate_sequences(cfg: Mapping, rng: np.random.Generator, item_cluster: np.
     return users, steps[valid]
 
 
-def generate_titles(cfg: Mapping, rng: np.random.Generator, item_cluster: np.ndarray):
-    """Titles ``"<w> <w> <w> <item>"``, words from the item's cluster vocabulary; list[str]."""
+def shown_clusters(
+    item_cluster: np.ndarray, signal: float, n_clusters: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The cluster whose pattern each item's content in one modality shows: its own with
+    probability ``signal``, else a uniformly random one. int64 [n_items]; draws nothing from
+    ``rng`` when ``signal`` is 1, and only the random clusters when it is 0."""
+    if signal >= 1:
+        return item_cluster
+    if signal <= 0:
+        return rng.integers(0, n_clusters, size=len(item_cluster))
+    shown = item_cluster.copy()
+    decoy = rng.random(len(shown)) >= signal
+    shown[decoy] = rng.integers(0, n_clusters, size=int(decoy.sum()))
+    return shown
+
+
+def generate_titles(cfg: Mapping, rng: np.random.Generator, item_cluster: np.ndarray, signal: float):
+    """Titles ``"<w> <w> <w> <item>"``, words from the vocabulary of the cluster each item
+    shows (``shown_clusters`` with the text ``signal``); list[str]."""
     n_clusters, n_words = int(cfg["n_clusters"]), int(cfg["words_per_cluster"])
     n_items = len(item_cluster)
     syllables = rng.integers(0, len(SYLLABLES), size=(n_clusters * n_words, 3))
     vocabulary = SYLLABLES[syllables[:, 0]]
     for column in (1, 2):
         vocabulary = np.char.add(vocabulary, SYLLABLES[syllables[:, column]])
-    if "text" not in cfg["modalities"]:  # uninformative: words independent of the cluster
-        item_cluster = rng.integers(0, n_clusters, size=n_items)
-    picks = item_cluster[:, None] * n_words + rng.integers(0, n_words, size=(n_items, 3))
+    shown = shown_clusters(item_cluster, signal, n_clusters, rng)
+    picks = shown[:, None] * n_words + rng.integers(0, n_words, size=(n_items, 3))
     words = vocabulary[picks]
     titles = np.char.add(np.char.add(words[:, 0], " "), words[:, 1])
     titles = np.char.add(np.char.add(titles, " "), words[:, 2])
@@ -92,30 +126,16 @@ def generate_titles(cfg: Mapping, rng: np.random.Generator, item_cluster: np.nda
     return np.char.add(np.char.add(titles, " "), numbers).tolist()
 
 
-def write_images(cfg, rng, item_cluster: np.ndarray, ctx: ReadContext, chunk: int = 4096):
-    """Write one RGB PNG [S, S, 3] per item: cluster colour and stripe angle/frequency, item
-    phase and noise. Returns the absolute final path of each item's image (list[str])."""
-    if ctx.staging_dir is None or ctx.final_dir is None:
-        raise ValueError("synthetic images need ReadContext.staging_dir and final_dir")
-    n_clusters, size = int(cfg["n_clusters"]), int(cfg["image_size"])
-    staging, final = Path(ctx.staging_dir) / "images", Path(ctx.final_dir).absolute() / "images"
-    staging.mkdir(parents=True, exist_ok=True)
-    colour = rng.integers(40, 256, size=(n_clusters, 3)).astype(np.float32)
-    angle = rng.uniform(0, np.pi, size=n_clusters)
-    frequency = rng.uniform(0.3, 1.5, size=n_clusters)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
-    n_items = len(item_cluster)
-    for start in range(0, n_items, chunk):
-        c = item_cluster[start:start + chunk]
-        phase = rng.uniform(0, 2 * np.pi, size=len(c))
-        along = x * np.cos(angle[c])[:, None, None] + y * np.sin(angle[c])[:, None, None]
-        stripes = np.sin(frequency[c][:, None, None] * along + phase[:, None, None]) > 0
-        shade = np.where(stripes, 1.0, 0.35)[..., None] * colour[c][:, None, None, :]
-        noise = rng.normal(0, 12, size=shade.shape)
-        pixels = np.clip(shade + noise, 0, 255).astype(np.uint8)
-        for offset, image in enumerate(pixels, start=start + 1):
-            Image.fromarray(image).save(staging / f"{offset}.png", compress_level=1)
-    return [str(final / f"{key}.png") for key in range(1, n_items + 1)]
+def _signal(raw: Mapping) -> dict[str, float]:
+    """Modality -> probability that an item's content shows its own cluster (0 if unlisted)."""
+    listed, signal = set(raw["modalities"]), dict(raw.get("signal") or {})
+    unknown = (listed | set(signal)) - set(MODALITIES)
+    if unknown:
+        raise ValueError(f"unknown synthetic modalities {sorted(unknown)}; use {list(MODALITIES)}")
+    probability = {m: float(signal.get(m, 1.0)) if m in listed else 0.0 for m in MODALITIES}
+    if not all(0 <= p <= 1 for p in probability.values()):
+        raise ValueError(f"synthetic signal must lie in [0, 1], got {signal}")
+    return probability
 
 
 @register_reader("synthetic")
@@ -126,13 +146,15 @@ def read_synthetic(raw: Mapping, ctx: ReadContext) -> RawDataset:
     n_items, n_clusters = int(raw["n_items"]), int(raw["n_clusters"])
     if not 1 <= n_clusters <= n_items:
         raise ValueError(f"need 1 <= n_clusters <= n_items, got {n_clusters}, {n_items}")
-    unknown = set(raw["modalities"]) - {"text", "image"}
-    if unknown:
-        raise ValueError(f"unknown synthetic modalities {sorted(unknown)}; use text, image")
+    signal = _signal(raw)
     item_cluster = rng.permutation(np.arange(n_items) % n_clusters)
     users, items = generate_sequences(raw, rng, item_cluster)
-    titles = generate_titles(raw, rng, item_cluster)
-    images = write_images(raw, rng, item_cluster, ctx) if "image" in raw["modalities"] else None
-    catalogue = items_frame(list(range(1, n_items + 1)), titles, images)
+    titles = generate_titles(raw, rng, item_cluster, signal["text"])
+    media = {}
+    for kind in ("image", "video", "audio"):
+        if kind in raw["modalities"]:
+            shown = shown_clusters(item_cluster, signal[kind], n_clusters, rng)
+            media[f"{kind}_paths"] = write_media(kind, raw, rng, shown, n_clusters, ctx)
+    catalogue = items_frame(list(range(1, n_items + 1)), titles, **media)
     interactions = pl.DataFrame({"user_key": users, "item_key": items})
     return RawDataset(items=catalogue, interactions=interactions, dropped=ctx.dropped_counts())

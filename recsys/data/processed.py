@@ -3,7 +3,10 @@
 Directory ``<processed_dir>/`` (see docs/architecture.md):
 - ``items.parquet``: ``item_id`` int32 (1..N, dense, sorted; 0 = padding), ``key`` str,
   ``title`` str (non-empty), ``image_path`` str nullable (absolute), ``description`` str
-  nullable.
+  nullable; and the media columns ``video_path``, ``audio_path`` str nullable (absolute paths
+  of local files). ``recsys-prep`` always writes the media columns; they are optional on
+  load (datasets processed before they existed lack them), and absent means null for every
+  item.
 - ``users.parquet``: ``user_id`` int32 (0..U-1, dense, sorted), ``key`` str.
 - ``interactions.parquet``: ``user_id`` int32, ``item_id`` int32, ``position`` int32
   (0-based, chronological), sorted by (user_id, position); optional ``timestamp`` int64.
@@ -36,6 +39,7 @@ ITEMS_SCHEMA = {
 }
 USERS_SCHEMA = {"user_id": pl.Int32, "key": pl.String}
 INTERACTIONS_SCHEMA = {"user_id": pl.Int32, "item_id": pl.Int32, "position": pl.Int32}
+OPTIONAL_ITEM_COLUMNS = {"video_path": pl.String, "audio_path": pl.String}
 OPTIONAL_INTERACTION_COLUMNS = {"timestamp": pl.Int64}
 FILES = ("items.parquet", "users.parquet", "interactions.parquet", "stats.json")
 FINGERPRINT_COLUMNS = ("item_id", "key", "title", "image_path")
@@ -120,7 +124,7 @@ class ProcessedDataset:
         directory = Path(directory)
         items_path, users_path = directory / "items.parquet", directory / "users.parquet"
         inter_path = directory / "interactions.parquet"
-        _check_schema(self.items, ITEMS_SCHEMA, items_path)
+        _check_schema(self.items, ITEMS_SCHEMA, items_path, OPTIONAL_ITEM_COLUMNS)
         _check_schema(self.users, USERS_SCHEMA, users_path)
         _check_schema(self.interactions, INTERACTIONS_SCHEMA, inter_path,
                       OPTIONAL_INTERACTION_COLUMNS)
@@ -156,9 +160,16 @@ class ProcessedDataset:
                    f"{field!r} is {self.stats.get(field)}, the tables hold {actual}")
 
     def fingerprint(self) -> str:
-        """sha256 hex digest over the items' (item_id, key, title, image_path): what an
-        item-feature cache depends on."""
+        """sha256 hex digest over the items' (item_id, key, title, image_path), plus
+        ``video_path`` / ``audio_path`` where any item has one: what an item-feature cache
+        depends on. A dataset without video and audio keeps the fingerprint it had before
+        those columns existed."""
         columns = {c: self.items[c].to_list() for c in FINGERPRINT_COLUMNS}
+        columns.update(  # media columns only where used: old fingerprints (and caches) stay valid
+            (c, self.items[c].to_list())
+            for c in OPTIONAL_ITEM_COLUMNS
+            if c in self.items.columns and self.items[c].null_count() < self.items.height
+        )
         payload = json.dumps(columns, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
