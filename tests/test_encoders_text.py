@@ -20,7 +20,8 @@ def records(titles):
 
 
 def test_registry_lists_builtin_kinds():
-    assert {"hf_text", "hf_image", "timm_image"} <= set(list_encoders())
+    kinds = {"hf_text", "hf_llm", "hf_image", "timm_image", "hf_audio", "hf_video", "frames"}
+    assert kinds <= set(list_encoders())
     with pytest.raises(KeyError, match="unknown encoder kind"):
         build_encoder({"kind": "nope", "name": "x"})
 

@@ -4,6 +4,7 @@ dataset and cache the per-layer hidden states (see recsys/cache/build.py).
 Usage:
     recsys-cache data=movielens encoder/text=minilm encoder/image=efficientnet_lite0
     recsys-cache encoder/image=none cache.on_mismatch=refuse
+    recsys-cache data=<dataset with audio_path> encoder/audio=ast encoder/video=videomae_base
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from recsys.encoders import build_encoder
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("text", "image")
+MODALITIES = ("text", "image", "video", "audio")
 
 
 def run(cfg: DictConfig, modalities: tuple[str, ...] | list[str] = MODALITIES) -> dict[str, dict[str, Any]]:
@@ -57,7 +58,7 @@ def run(cfg: DictConfig, modalities: tuple[str, ...] | list[str] = MODALITIES) -
         )
         manifests[modality] = manifest
     if not manifests:
-        log.warning("no encoder configured (encoder/text=none and encoder/image=none)")
+        log.warning("no encoder configured (encoder/<modality>=none for every one of %s)", list(modalities))
     return manifests
 
 

@@ -4,12 +4,18 @@ An encoder turns item records (rows of ``items.parquet`` as dicts: ``title``,
 ``image_path``, ...) into per-layer features: ``preprocess(records) -> batch`` then
 ``encode(batch) -> Tensor [B, L, D_max]`` (float32; layer l valid in its first
 ``layer_widths[l]`` columns, zero past them). Rows whose ``batch["valid"]`` is False
-(no/unreadable image) are all zeros.
+(no / unreadable image, audio or video file) are all zeros.
 
 Subclasses implement ``preprocess``, ``hidden_states`` (every entry, pooled) and
 ``preprocessing``; they set ``modality``, ``model`` (the frozen backbone whose state dict is
 hashed), ``source`` (where the weights came from) and ``all_widths`` (width of every
-hidden-state entry). Image encoders share ``ImageEncoder`` (recsys/encoders/images.py).
+hidden-state entry). Image encoders share ``ImageEncoder`` (recsys/encoders/images.py),
+video encoders ``VideoEncoder`` (recsys/encoders/videos.py).
+
+Which entries are kept (and cached): every one, an explicit ``layers`` list, or
+``layer_groups`` G, the IISAN-Versa group layer-dropping schedule (embedding output + the
+last layer of each of G even groups, ``recsys.adapters.layer_schedule``), so a cache holds
+only the entries a Versa tower reads: 7 instead of 33 for a 32-layer LLM with G = 6.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class FrozenEncoder(nn.Module):
     Args:
         name: unique encoder name (cache file stem).
         layers: indices into the encoder's hidden-state entries to keep (None = all).
+        layer_groups: keep the group layer-dropping schedule of G groups instead (None = off;
+            exclusive with ``layers``).
         pooling: how a layer becomes one vector per item (encoder specific).
         batch_size: items per encoding batch (used by the cache builder).
     """
@@ -37,10 +45,23 @@ class FrozenEncoder(nn.Module):
     source: dict[str, Any]  # where the weights came from (informative; the hash identifies them)
     all_widths: list[int]
 
-    def __init__(self, name: str, layers: list[int] | None, pooling: str, batch_size: int):
+    def __init__(
+        self,
+        name: str,
+        layers: list[int] | None,
+        pooling: str,
+        batch_size: int,
+        layer_groups: int | None = None,
+    ):
         super().__init__()
+        if layers is not None and layer_groups is not None:
+            raise ValueError(
+                f"encoder {name!r}: give either layers={list(layers)} or layer_groups={layer_groups}, "
+                "not both (set the other to null)"
+            )
         self.name = name
         self._layers = None if layers is None else [int(i) for i in layers]
+        self.layer_groups = None if layer_groups is None else int(layer_groups)
         self.pooling = pooling
         self.batch_size = int(batch_size)
         self._weights_sha256: str | None = None
@@ -49,6 +70,16 @@ class FrozenEncoder(nn.Module):
         """Call once ``self.model`` and ``self.all_widths`` are set."""
         self.model.requires_grad_(False)
         self.eval()
+        if self.layer_groups is not None:
+            # Imported here, not at the top: importing recsys.adapters loads every item tower,
+            # and towers use encoders (adapters/backbone.py): a module-level import would tie
+            # the two packages in an import cycle. The schedule itself is plain Python.
+            from recsys.adapters.layer_schedule import group_layer_schedule
+
+            try:
+                self._layers = group_layer_schedule(len(self.all_widths), self.layer_groups)
+            except ValueError as err:
+                raise ValueError(f"encoder {self.name!r}: layer_groups: {err}") from err
         bad = [i for i in self.layers if not 0 <= i < len(self.all_widths)]
         if bad:
             raise ValueError(

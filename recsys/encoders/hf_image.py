@@ -28,7 +28,8 @@ class HFImageEncoder(ImageEncoder):
     """Frozen transformers vision model; features [B, num_layers + 1 (or len(layers)), hidden].
 
     Args:
-        name, name_or_path, pretrained, arch, arch_overrides, layers, seed: as ``hf_text``.
+        name, name_or_path, pretrained, arch, arch_overrides, layers, layer_groups, seed: as
+            ``hf_text``.
         pooling: ``cls`` (the first token of every entry).
         resolution / mean / std: image transform (square resize, per-channel normalise).
         on_error: ``raise`` | ``skip`` for unreadable image files.
@@ -42,6 +43,7 @@ class HFImageEncoder(ImageEncoder):
         arch: str | None = None,
         arch_overrides: dict[str, Any] | None = None,
         layers: list[int] | None = None,
+        layer_groups: int | None = None,
         pooling: str = "cls",
         resolution: int = 224,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
@@ -50,7 +52,7 @@ class HFImageEncoder(ImageEncoder):
         batch_size: int = 64,
         seed: int = 0,
     ) -> None:
-        super().__init__(name, layers, pooling, batch_size)
+        super().__init__(name, layers, pooling, batch_size, layer_groups)
         if pooling != "cls":
             raise ValueError(f"{name}: hf_image supports pooling 'cls', got {pooling!r}")
         key = "encoder.image"

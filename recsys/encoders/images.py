@@ -3,7 +3,8 @@
 Items without an image (``image_path`` null) get an all-zero input and ``valid=False`` (the
 encoder then writes a zero feature row); they are counted in ``batch["missing"]``. An
 unreadable file raises an error naming it, or with ``on_error="skip"`` is treated like a
-missing image and counted in ``batch["failed"]``.
+missing image and counted in ``batch["failed"]`` (``media.read_records``, shared with the
+audio and video encoders).
 
 Example:
     >>> prep = ImagePreprocessor(224, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -21,10 +22,10 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from recsys.encoders.base import FrozenEncoder
+from recsys.encoders.media import ON_ERROR, read_records
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ON_ERROR = ("raise", "skip")
 
 
 class ImagePreprocessor:
@@ -64,33 +65,19 @@ class ImagePreprocessor:
             "std": self.std,
         }
 
-    def _load(self, path: str) -> torch.Tensor | None:
-        """[3, R, R] for a readable file; None when unreadable and on_error == skip."""
-        try:
-            with Image.open(path) as img:
-                return self.transform(img.convert("RGB"))
-        except (OSError, ValueError) as err:
-            if self.on_error == "skip":
-                return None
-            raise OSError(
-                f"cannot read image {path!r}: {err} (set on_error=skip to use a zero feature)"
-            ) from err
+    def _load(self, path: str) -> torch.Tensor:
+        """An image file -> [3, R, R] normalised float32."""
+        with Image.open(path) as img:
+            return self.transform(img.convert("RGB"))
 
     def __call__(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        media = read_records(records, "image_path", self._load, self.on_error, "image")
         pixels = torch.zeros(len(records), 3, self.resolution, self.resolution)
-        valid = torch.zeros(len(records), dtype=torch.bool)
-        missing = failed = 0
-        for i, record in enumerate(records):
-            path = record.get("image_path")
-            if path is None:
-                missing += 1
-                continue
-            image = self._load(path)
-            if image is None:
-                failed += 1
-                continue
-            pixels[i], valid[i] = image, True
-        return {"pixel_values": pixels, "valid": valid, "missing": missing, "failed": failed}
+        for i, image in enumerate(media.items):
+            if image is not None:
+                pixels[i] = image
+        counts = {"missing": media.missing, "failed": media.failed}
+        return {"pixel_values": pixels, "valid": media.valid} | counts
 
 
 class ImageEncoder(FrozenEncoder):

@@ -66,7 +66,8 @@ class TimmImageEncoder(ImageEncoder):
     Args:
         name: unique encoder name.  name_or_path: timm architecture name.
         pretrained / weights / weights_mapping / seed: see module docstring.
-        layers: entries to keep (0 = stem, s = stage s); None = all.
+        layers: entries to keep (0 = stem, s = stage s); None = all.  layer_groups: or the
+            group layer-dropping schedule (see FrozenEncoder).
         pooling: ``gap`` (global average over H, W).
         resolution / on_error: square resize (no crop) / unreadable files (raise | skip).
         mean / std: normalisation; None = the architecture's timm ``pretrained_cfg`` (for
@@ -81,6 +82,7 @@ class TimmImageEncoder(ImageEncoder):
         weights: str | None = None,
         weights_mapping: str = "name",
         layers: list[int] | None = None,
+        layer_groups: int | None = None,
         pooling: str = "gap",
         resolution: int = 224,
         mean: Sequence[float] | None = None,
@@ -89,7 +91,7 @@ class TimmImageEncoder(ImageEncoder):
         batch_size: int = 64,
         seed: int = 0,
     ) -> None:
-        super().__init__(name, layers, pooling, batch_size)
+        super().__init__(name, layers, pooling, batch_size, layer_groups)
         if pooling != "gap":
             raise ValueError(f"{name}: timm_image supports pooling 'gap', got {pooling!r}")
         self.model = create_timm_backbone(name_or_path, pretrained, weights, weights_mapping, seed)

@@ -1,0 +1,178 @@
+"""Reading item media files for the image, audio and video encoders.
+
+- ``read_records(records, field, load, on_error, what)``: the per-item loop every media
+  encoder shares. ``record[field]`` null -> missing (``valid=False``, counted in
+  ``missing``); a file ``load`` cannot read raises an OSError naming it, or with
+  ``on_error="skip"`` is treated like a missing one and counted in ``failed``. A record
+  without the field at all (a dataset without that medium) raises a KeyError saying so.
+- ``load_audio(path, sampling_rate, max_seconds)``: any soundfile format (WAV, FLAC, OGG,
+  ...) -> mono float32 [S] at ``sampling_rate`` (channels averaged, band-limited resampling,
+  cropped to ``max_seconds``).
+- ``sample_frame_indices(total, num)`` and ``load_video_frames(path, num, resolution)``: a
+  video file (anything PyAV / FFmpeg decodes: mp4, webm, avi, mkv, ...), a directory of
+  frame images (sorted .jpg / .jpeg / .png) or a ``.npy`` uint8 array [T, H, W, 3] -> ``num``
+  frames sampled uniformly over the clip, each resized to R x R (no crop), uint8
+  [num, 3, R, R].
+
+Example:
+    >>> sample_frame_indices(16, 4)
+    [2, 6, 10, 14]
+    >>> load_audio("/x/1.wav", 16_000, max_seconds=10.0).shape     # a 3 s stereo 44.1 kHz file
+    torch.Size([48000])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import av
+import numpy as np
+import soundfile
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF  # noqa: N812
+
+from recsys.encoders.resample import resample
+
+T = TypeVar("T")
+
+ON_ERROR = ("raise", "skip")
+READ_ERRORS = (OSError, ValueError, RuntimeError)  # what a loader raises for an unreadable file
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass
+class MediaBatch(Generic[T]):
+    """What ``read_records`` read: ``items[i]`` (None when missing or skipped), ``valid`` [B]
+    bool, and the ``missing`` / ``failed`` counts."""
+
+    items: list[T | None]
+    valid: torch.Tensor
+    missing: int
+    failed: int
+
+
+def read_records(
+    records: list[dict[str, Any]], field: str, load: Callable[[str], T], on_error: str, what: str
+) -> MediaBatch[T]:
+    """``load(record[field])`` for every record; see the module docstring for missing and
+    unreadable files (``what`` names the medium in errors: ``image``, ``audio``, ``video``)."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error {on_error!r} not in {ON_ERROR}")
+    items: list[T | None] = [None] * len(records)
+    valid = torch.zeros(len(records), dtype=torch.bool)
+    missing = failed = 0
+    for i, record in enumerate(records):
+        if field not in record:
+            raise KeyError(
+                f"item records have no {field!r} field, which the {what} encoder reads: add it "
+                f"to the processed items (null where an item has no {what}) or set encoder/{what}=none"
+            )
+        path = record[field]
+        if path is None:
+            missing += 1
+            continue
+        try:
+            items[i] = load(str(path))
+        except READ_ERRORS as err:
+            if on_error == "raise":
+                raise OSError(
+                    f"cannot read {what} {str(path)!r}: {err} (set on_error=skip to use a zero feature)"
+                ) from err
+            failed += 1
+            continue
+        valid[i] = True
+    return MediaBatch(items, valid, missing, failed)
+
+
+def load_audio(path: str, sampling_rate: int, max_seconds: float | None) -> torch.Tensor:
+    """An audio file -> mono float32 [S] at ``sampling_rate`` Hz, S <= max_seconds * rate
+    (only the needed start of a long file is read). Raises ValueError for an empty file."""
+    with soundfile.SoundFile(path) as file:
+        rate = file.samplerate
+        frames = file.frames if max_seconds is None else min(file.frames, math.ceil(max_seconds * rate))
+        data = file.read(frames, dtype="float32", always_2d=True)  # [S, C]
+    if data.shape[0] == 0:
+        raise ValueError("the file holds no audio samples")
+    wave = resample(torch.from_numpy(data.mean(axis=1)), rate, sampling_rate)
+    return wave if max_seconds is None else wave[: round(max_seconds * sampling_rate)]
+
+
+def sample_frame_indices(total: int, num: int) -> list[int]:
+    """``num`` frame indices spread uniformly over ``total`` frames: the centre of each of
+    ``num`` equal segments, floor((k + 1/2) * total / num); a clip shorter than ``num`` frames
+    repeats frames (each index appears in order)."""
+    if total < 1:
+        raise ValueError("the video has no frames")
+    return [(2 * k + 1) * total // (2 * num) for k in range(num)]
+
+
+def _frame_dir(path: Path, num: int) -> tuple[list[torch.Tensor], list[int]]:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    if not files:
+        raise ValueError(f"no {'/'.join(FRAME_SUFFIXES)} frame images in the directory")
+    indices = sample_frame_indices(len(files), num)
+    loaded = {}
+    for i in dict.fromkeys(indices):
+        with Image.open(files[i]) as img:
+            loaded[i] = TF.pil_to_tensor(img.convert("RGB"))
+    return [loaded[i] for i in indices], indices
+
+
+def _frame_array(path: Path, num: int) -> tuple[list[torch.Tensor], list[int]]:
+    array = np.load(path, mmap_mode="r")
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 array [T, H, W, 3], got {array.dtype} {list(array.shape)}")
+    indices = sample_frame_indices(array.shape[0], num)
+    frames = torch.from_numpy(np.ascontiguousarray(array[indices])).permute(0, 3, 1, 2)
+    return list(frames), indices
+
+
+def _count_frames(path: Path) -> int:
+    """Frames of the first video stream: the container's count, else its packets."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return stream.frames or sum(1 for packet in container.demux(stream) if packet.size > 0)
+
+
+def _decoded(path: Path, num: int) -> tuple[list[torch.Tensor], list[int]]:
+    """Decode up to the last wanted frame, keeping the wanted ones. A decoder yielding fewer
+    frames than the container announced maps the indices past its end to its last frame."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError("the file has no video stream")
+            indices = sample_frame_indices(_count_frames(path), num)
+            wanted, kept, last = set(indices), {}, None
+            for i, frame in enumerate(container.decode(container.streams.video[0])):
+                last = i, frame
+                if i in wanted:
+                    kept[i] = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+                if i >= indices[-1]:
+                    break
+    except av.FFmpegError as err:  # not always an OSError / ValueError
+        raise OSError(str(err)) from err
+    if last is None:
+        raise ValueError("no decodable video frames")
+    end, final = last
+    if end < indices[-1]:
+        kept[end] = torch.from_numpy(final.to_ndarray(format="rgb24")).permute(2, 0, 1)
+    return [kept[min(i, end)] for i in indices], indices
+
+
+def load_video_frames(path: str, num: int, resolution: int) -> tuple[torch.Tensor, list[int]]:
+    """A video file, frame directory or ``.npy`` array -> (frames uint8 [num, 3, R, R],
+    the sampled frame indices [num]); each frame resized to R x R (antialiased, no crop)."""
+    source = Path(path)
+    if source.is_dir():
+        frames, indices = _frame_dir(source, num)
+    elif source.suffix.lower() == ".npy":
+        frames, indices = _frame_array(source, num)
+    else:
+        frames, indices = _decoded(source, num)
+    size = [resolution, resolution]
+    return torch.stack([TF.resize(f, size, antialias=True) for f in frames]), indices
