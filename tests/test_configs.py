@@ -8,8 +8,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+import recsys.cli  # noqa: F401  (registers the resolvers the configs use, as every entry point does)
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
-ROOTS = ("train", "eval", "cache", "prep")
+ROOTS = ("train", "eval", "cache", "prep", "export")
 
 
 def _options(group: str) -> list[str]:
@@ -42,6 +44,10 @@ def _group_overrides() -> list[tuple[str, str]]:
         "cache",
         "encoder/text",
         "encoder/image",
+        "encoder/video",
+        "encoder/audio",
+        "hparams_search",
+        "hydra/launcher",
         "experiment",
     ):
         cases += [(group, option) for option in _options(group)]
@@ -50,7 +56,7 @@ def _group_overrides() -> list[tuple[str, str]]:
 
 def test_every_root_config_composes():
     for root in ROOTS:
-        overrides = ["run_dir=/tmp/run"] if root == "eval" else []
+        overrides = ["run_dir=/tmp/run"] if root in ("eval", "export") else []
         out = _resolved(_compose(root, overrides))
         assert out["paths"]["data_dir"].endswith("data")
 

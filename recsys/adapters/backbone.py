@@ -47,7 +47,7 @@ def build_encoders(configs: dict[str, dict[str, Any]]) -> dict[str, FrozenEncode
     hidden-state entry (the tower selects its layers itself)."""
     from recsys.encoders import build_encoder
 
-    return {m: build_encoder({**cfg, "layers": None}) for m, cfg in configs.items()}
+    return {m: build_encoder({**cfg, "layers": None, "layer_groups": None}) for m, cfg in configs.items()}
 
 
 def _encode_fn(encoder: FrozenEncoder, with_grad: bool) -> Callable[[dict], torch.Tensor]:

@@ -76,12 +76,17 @@ def build_feature_store(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Featur
                 f"`recsys-cache data={cfg.data.name} encoder/{modality}={enc.name}` "
                 "(recsys-train does it itself with prepare=true)"
             )
-    entries = {m: max(man["encoder"]["layers"]) + 1 for m, man in manifests.items()}
-    # No layer dropping (layer_groups null) keeps every layer of the shallowest encoder and
-    # groups deeper ones to as many blocks, so paired (inter) streams stay aligned.
-    groups = cfg.adapter.get("layer_groups") or min(entries.values()) - 1
+    # The schedule picks among the CACHED hidden-state entries (all of the encoder's, or the
+    # subset a cache built with encoder.layer_groups kept). No layer dropping (layer_groups
+    # null) keeps every cached entry of the shallowest encoder and groups deeper ones to as
+    # many blocks, so paired (inter) streams stay aligned.
+    cached = {m: man["encoder"]["layers"] for m, man in manifests.items()}
+    groups = cfg.adapter.get("layer_groups") or min(map(len, cached.values())) - 1
     explicit = layers_per_modality(cfg.adapter.get("layers"), list(encoders)) or {}
-    layers = {m: explicit.get(m) or group_layer_schedule(n, groups) for m, n in entries.items()}
+    layers = {
+        m: explicit.get(m) or [entries[i] for i in group_layer_schedule(len(entries), groups)]
+        for m, entries in cached.items()
+    }
     facts = {
         "cache_build_s": sum(float(man["build"]["seconds"]) for man in manifests.values()),
         "cache_bytes": sum(
