@@ -100,6 +100,7 @@ def main() -> None:
         return
 
     data_dir = Path(args.data_dir)
+    shutil.rmtree(data_dir, ignore_errors=True)  # every stage measured from scratch
     log_dir = data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     run_dir = data_dir / "run"
@@ -123,7 +124,6 @@ def main() -> None:
     rows[-1]["did"] = (f"fp16 {manifest['shape']} memmap, {size / 2**30:.2f} GiB, "
                        f"{manifest['build']['items_per_second']} items/s")
 
-    shutil.rmtree(run_dir, ignore_errors=True)
     train = [
         str(BIN / "recsys-train"), *common, *ENCODER, "adapter=iisan", "adapter.streams=intra",
         "adapter.layer_groups=null", "cache.residency=host", "trainer.max_epochs=1",

@@ -170,3 +170,19 @@ def test_chunked_topk_equals_a_full_sort(chunk_size):
         want = sorted(candidates, key=lambda i: (-full[i].item(), i))[:10]
         assert ids[b].tolist() == want
         torch.testing.assert_close(scores[b], full[want])
+
+
+@pytest.mark.parametrize("tie_policy", ["pessimistic", "optimistic", "average"])
+def test_popularity_ranks_equal_the_full_evaluator(tie_policy):
+    from recsys.eval.popularity import popularity_ranks
+
+    gen = torch.Generator().manual_seed(1)
+    pop = torch.randint(0, 4, (41,), generator=gen)  # many exact ties
+    pop[0] = 0
+    target = torch.randint(1, 41, (64,), generator=gen)
+    history = torch.randint(0, 41, (64, 9), generator=gen)  # duplicates, padding, the target itself
+    history[:5, :3] = target[:5, None]
+    item_emb = popularity_embeddings(pop)
+    want = full_ranking_ranks(popularity_user_embeddings(64, item_emb), item_emb, target, history, tie_policy)
+    got = popularity_ranks(pop, target, history, tie_policy)
+    assert got.dtype == want.dtype and torch.equal(got, want)
