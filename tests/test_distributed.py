@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BIN = Path(sys.executable).parent
 TINY = [
@@ -66,3 +67,44 @@ def test_eval_shards_cover_every_user_exactly_once(n, world):
     shards = [list(EvalShard(n, rank, world)) for rank in range(world)]
     assert sorted(i for s in shards for i in s) == list(range(n))
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def _cross_rank_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from recsys.models.loss import in_batch_softmax_loss
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    states, items, emb, log_pop = _global_batch()
+    block = slice(rank * 4, (rank + 1) * 4)
+    local_emb = emb[block].clone().requires_grad_(True)
+    loss = in_batch_softmax_loss(states[block], items[block], local_emb, log_pop, cross_rank=True)
+    loss.backward()
+    real = int(((items[block, :-1] != 0) & (items[block, 1:] != 0)).sum())
+    torch.save({"loss": loss.detach(), "real": real, "grad": local_emb.grad}, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _global_batch():
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randint(1, 30, (8, 6), generator=gen)
+    items[1, :3] = 0  # left padding
+    items[5, :2] = 0
+    return (torch.randn(8, 5, 16, generator=gen), items, torch.randn(8, 6, 16, generator=gen),
+            torch.rand(30, generator=gen))
+
+
+def test_cross_rank_negatives_equal_the_global_batch_loss(tmp_path: Path):
+    import torch.multiprocessing as mp
+
+    from recsys.models.loss import in_batch_softmax_loss
+
+    mp.spawn(_cross_rank_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2)
+    parts = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    states, items, emb, log_pop = _global_batch()
+    whole = in_batch_softmax_loss(states, items, emb, log_pop)  # one process, the 8 users
+    pooled = sum(p["loss"] * p["real"] for p in parts) / sum(p["real"] for p in parts)
+    torch.testing.assert_close(pooled, whole)
+    assert all(torch.isfinite(p["grad"]).all() and p["grad"].abs().sum() > 0 for p in parts)
+    local = in_batch_softmax_loss(states[:4], items[:4], emb[:4], log_pop, cross_rank=True)  # no group
+    torch.testing.assert_close(local, in_batch_softmax_loss(states[:4], items[:4], emb[:4], log_pop))

@@ -3,7 +3,9 @@
 - ``in_batch_softmax_loss`` (IISAN, faithful): softmax over the B·(T+1) items of the batch,
   logits corrected by ``- log(train popularity)``, padding candidates masked, and for user i
   every candidate whose id occurs in user i's own sequence masked except the exact target
-  column.
+  column. ``cross_rank=True`` (DDP) pools the candidates of every process's batch
+  (``all_gather``, gradients flow back to the owner): W·B·(T+1) negatives instead of B·(T+1)
+  (docs/distributed.md).
 - ``full_softmax_loss`` (improvement): exact softmax over the whole catalogue (pad excluded),
   optionally with the user's own other items masked.
 """
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch.nn import functional as F
 
 
@@ -31,11 +34,26 @@ def _masked_cross_entropy(
     return F.cross_entropy(logits.masked_fill(masked, float("-inf")), label)
 
 
+def gather_candidates(ids: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Every process's candidates, rank order: ids [C] -> [W·C], emb [C,d] -> [W·C,d] (the
+    embeddings keep their autograd graph: each rank's gradient reaches the rank that owns the
+    rows), and the offset of this rank's block. Needs equal C on every rank (the training
+    sampler gives every rank as many windows). No process group: returned as they are."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return ids, emb, 0
+    from torch.distributed.nn.functional import all_gather
+
+    all_ids = [torch.empty_like(ids) for _ in range(dist.get_world_size())]
+    dist.all_gather(all_ids, ids.contiguous())
+    return torch.cat(all_ids), torch.cat(all_gather(emb.contiguous())), dist.get_rank() * ids.numel()
+
+
 def in_batch_softmax_loss(
     user_states: torch.Tensor,
     seq_items: torch.Tensor,
     item_emb: torch.Tensor,
     log_pop: torch.Tensor,
+    cross_rank: bool = False,
 ) -> torch.Tensor:
     """In-batch sampled softmax with popularity correction and history masking.
 
@@ -44,20 +62,24 @@ def in_batch_softmax_loss(
         seq_items: [B,T+1] long, left-padded with 0 (inputs ``[:, :-1]``, targets ``[:, 1:]``).
         item_emb: [B,T+1,d], embeddings of ``seq_items`` (the candidates).
         log_pop: [N+1], log train popularity of each item id (see ``log_popularity``).
+        cross_rank: under DDP, also take every other process's batch items as candidates.
     Returns:
         scalar, mean cross-entropy over positions whose input and target are real items (a
         left-padded window's first target follows a padding input: nothing to predict from).
     """
     b, t, d = user_states.shape
     cand_ids = seq_items.reshape(-1)  # [C], C = B·(T+1); column i·(T+1)+s is (user i, slot s)
+    cand_emb, offset = item_emb.reshape(-1, d), 0
+    if cross_rank:
+        cand_ids, cand_emb, offset = gather_candidates(cand_ids, cand_emb)
     real = (seq_items[:, :-1] != 0) & (seq_items[:, 1:] != 0)
     rows, pos = real.nonzero(as_tuple=True)  # [V] positions that predict
     if rows.numel() == 0:
-        return user_states.sum() * 0
-    logits = user_states[rows, pos] @ item_emb.reshape(-1, d).T - log_pop[cand_ids]  # [V,C]
+        return (user_states.sum() + cand_emb.sum()) * 0  # keeps every rank in the graph
+    logits = user_states[rows, pos] @ cand_emb.T - log_pop[cand_ids]  # [V,C]
     in_own_seq = (seq_items[:, :, None] == cand_ids[None, None, :]).any(1)  # [B,C]
     masked = in_own_seq[rows] | (cand_ids == 0)
-    return _masked_cross_entropy(logits, masked, rows * (t + 1) + pos + 1)
+    return _masked_cross_entropy(logits, masked, offset + rows * (t + 1) + pos + 1)
 
 
 def full_softmax_loss(

@@ -61,6 +61,7 @@ class SequentialRecommender(nn.Module):
         log_pop: torch.Tensor | None = None,
         loss: str = "in_batch",
         mask_history: bool = True,
+        cross_rank_negatives: bool = False,
     ) -> torch.Tensor:
         """Next-item loss of a train batch.
 
@@ -69,6 +70,8 @@ class SequentialRecommender(nn.Module):
             log_pop: [N+1] log train popularity (needed by ``in_batch``).
             loss: ``in_batch`` (IISAN, faithful) | ``full`` (softmax over all items).
             mask_history: ``full`` only: mask the user's other items of the window.
+            cross_rank_negatives: ``in_batch`` under DDP: every process's batch items are
+                candidates (``all_gather``).
         Returns:
             scalar loss: the next-item loss + the item tower's ``aux_loss()`` (if not None).
         """
@@ -77,7 +80,7 @@ class SequentialRecommender(nn.Module):
                 raise ValueError("the in_batch loss needs log_pop (log train popularity)")
             emb = self.item_tower(batch_items)
             states = self.user_states(batch_items[:, :-1], emb[:, :-1])
-            value = in_batch_softmax_loss(states, batch_items, emb, log_pop)
+            value = in_batch_softmax_loss(states, batch_items, emb, log_pop, cross_rank_negatives)
         elif loss == "full":
             # One tower call: with gradients, chunks would keep every activation anyway.
             all_emb = self.all_item_embeddings(chunk_size=None)

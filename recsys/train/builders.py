@@ -128,6 +128,7 @@ def build_module(cfg: DictConfig, dm: SequenceDataModule, store: FeatureStore | 
         lrs=dict(cfg.optimizer.lr),
         loss=cfg.loss.name,
         mask_history=cfg.loss.mask_history,
+        cross_rank_negatives=cfg.loss.cross_rank_negatives,
         ks=tuple(cfg.eval.ks),
         tie_policy=cfg.eval.tie_policy,
         chunk_size=cfg.eval.chunk_size,

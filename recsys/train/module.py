@@ -35,6 +35,7 @@ class RecommenderModule(pl.LightningModule):
             "text_head": 5e-5, "other": 2e-4}.
         loss: "in_batch" (reference) or "full" (softmax over the whole catalogue).
         mask_history: full loss only: mask the user's other items of the window.
+        cross_rank_negatives: in_batch loss under DDP: candidates from every process's batch.
         ks: cut-offs for HR/NDCG/MRR.
         tie_policy: how items scored equal to the target count ("pessimistic" default).
         chunk_size: items scored per chunk in full ranking.
@@ -47,6 +48,7 @@ class RecommenderModule(pl.LightningModule):
         lrs: dict[str, float],
         loss: str = "in_batch",
         mask_history: bool = True,
+        cross_rank_negatives: bool = False,
         ks: tuple[int, ...] = (5, 10, 20),
         tie_policy: str = "pessimistic",
         chunk_size: int = 65536,
@@ -58,6 +60,7 @@ class RecommenderModule(pl.LightningModule):
         self.lrs = dict(lrs)
         self.loss_name = loss
         self.mask_history = mask_history
+        self.cross_rank_negatives = cross_rank_negatives
         self.tie_policy = tie_policy
         self.chunk_size = chunk_size
         self.register_buffer("log_pop", log_popularity(train_popularity), persistent=False)
@@ -69,7 +72,11 @@ class RecommenderModule(pl.LightningModule):
     # ---- training -------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.model.training_loss(
-            batch["items"], self.log_pop, loss=self.loss_name, mask_history=self.mask_history
+            batch["items"],
+            self.log_pop,
+            loss=self.loss_name,
+            mask_history=self.mask_history,
+            cross_rank_negatives=self.cross_rank_negatives,
         )
         size = batch["items"].shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
