@@ -151,9 +151,10 @@ def chunked_topk(
 ) -> tuple[Tensor, Tensor]:
     """Exact top-``k`` items ``1..N`` per user, scoring the catalogue chunk by chunk.
 
-    Each chunk's own top-k is merged into a running top-k, so memory is
-    ``O(B * (chunk_size + k))`` whatever ``N`` and the result equals a top-k over the full
-    score matrix (same items; among exactly tied scores, the lower item id first).
+    Each chunk's own top-k (``torch.topk``, linear in the chunk) is merged into a running
+    top-k, so memory is ``O(B * (chunk_size + k))`` whatever ``N`` and the scores equal a
+    top-k over the full score matrix. Among items whose scores tie exactly, the merged order
+    puts the lower id first; which of them make the cut at the k-th place is arbitrary.
 
     Args:
         user_emb: ``[B, d]``; moved to ``item_emb``'s device and dtype.
@@ -171,18 +172,18 @@ def chunked_topk(
         raise ValueError(f"k must be in 1..{num_items}, got {k}")
     device = item_emb.device
     user_emb = user_emb.to(device=device, dtype=item_emb.dtype)
-    batch = user_emb.shape[0]
-    best_scores = torch.full((batch, 0), float("-inf"), dtype=item_emb.dtype, device=device)
-    best_ids = torch.zeros(batch, 0, dtype=torch.long, device=device)
+    best_scores = torch.empty(user_emb.shape[0], 0, dtype=item_emb.dtype, device=device)
+    best_ids = torch.empty(user_emb.shape[0], 0, dtype=torch.long, device=device)
     for start, end in _chunk_bounds(num_items, chunk_size):
         scores = _chunk_scores(user_emb, item_emb[start:end])
         if excluded is not None:
             mask = _excluded_mask(excluded.to(device=device, dtype=torch.long), start, end)
             scores.masked_fill_(mask, float("-inf"))
-        ids = torch.arange(start, end, device=device).expand(batch, -1)
-        # Candidates in ascending id order, and stable sorting, keep ties ordered by id.
-        pool_scores = torch.cat([best_scores, scores], dim=1)
-        pool_ids = torch.cat([best_ids, ids], dim=1)
+        top = torch.topk(scores, min(k, end - start), dim=1)
+        pool_scores = torch.cat([best_scores, top.values], dim=1)
+        pool_ids = torch.cat([best_ids, top.indices + start], dim=1)
+        by_id = torch.argsort(pool_ids, dim=1)  # then a stable sort by score: ties by id
+        pool_scores, pool_ids = pool_scores.gather(1, by_id), pool_ids.gather(1, by_id)
         order = torch.sort(pool_scores, dim=1, descending=True, stable=True).indices[:, :k]
         best_scores, best_ids = pool_scores.gather(1, order), pool_ids.gather(1, order)
     return best_scores, best_ids
