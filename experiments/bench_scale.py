@@ -20,7 +20,8 @@ that stage's own (``os.wait4``):
     python experiments/bench_scale.py --items 20000 --users 12000 --train-steps 20   # smoke run
 
 Prints one row per stage (wall time, peak RSS, what it did) and writes
-``experiments/results/<machine>/bench_scale.{json,md}``.
+``experiments/results/<machine>/bench_scale.{json,md}`` (``cpu-2core``, or the GPU's name:
+with a GPU, training, ranking and top-k run on it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -72,15 +74,19 @@ def _topk(export_dir: str, users: int) -> None:
     from recsys.serving.topk import ExportedRecommender
 
     rec = ExportedRecommender.load(export_dir)
-    states = torch.randn(users, rec.item_embeddings.shape[1], generator=torch.Generator().manual_seed(0))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    table = rec.item_embeddings.to(device)
+    states = torch.randn(users, table.shape[1], generator=torch.Generator().manual_seed(0)).to(device)
     start = time.perf_counter()
     for chunk in states.split(512):
-        chunked_topk(chunk, rec.item_embeddings, k=10)
+        chunked_topk(chunk, table, k=10)
+    if device == "cuda":
+        torch.cuda.synchronize()
     batch_s = time.perf_counter() - start
     start = time.perf_counter()
     rec.recommend(rec.keys[:10], k=10)
     one_s = time.perf_counter() - start
-    print(json.dumps({"users": users, "batch_topk_s": batch_s, "one_history_s": one_s}))
+    print(json.dumps({"users": users, "batch_topk_s": batch_s, "one_history_s": one_s, "device": device}))
 
 
 def main() -> None:
@@ -90,6 +96,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--eval-batches", type=int, default=8)
     parser.add_argument("--topk-users", type=int, default=4096)
+    parser.add_argument("--accelerator", default="auto", help="training/evaluation: auto | cpu | gpu")
     parser.add_argument("--data-dir", default=str(ROOT / "data" / "scale"))
     parser.add_argument("--out", default=None, help="results dir (default experiments/results/<machine>)")
     parser.add_argument("--stage", help=argparse.SUPPRESS)  # internal: run one in-process stage
@@ -127,7 +134,7 @@ def main() -> None:
     train = [
         str(BIN / "recsys-train"), *common, *ENCODER, "adapter=iisan", "adapter.streams=intra",
         "adapter.layer_groups=null", "cache.residency=host", "trainer.max_epochs=1",
-        "trainer.accelerator=cpu", f"+trainer.limit_train_batches={args.train_steps}",
+        f"trainer.accelerator={args.accelerator}", f"+trainer.limit_train_batches={args.train_steps}",
         f"+trainer.limit_val_batches={args.eval_batches}", f"+trainer.limit_test_batches={args.eval_batches}",
         "data.eval_batch_size=512", "logger=none", "~callbacks.early_stopping", f"hydra.run.dir={run_dir}",
     ]
@@ -145,17 +152,24 @@ def main() -> None:
     rows.append(_stage("topk", [sys.executable, __file__, "--stage", "topk", f"--export-dir={export_dir}",
                                 f"--topk-users={args.topk_users}"], log_dir))
     topk = json.loads((log_dir / "topk.log").read_text().strip().splitlines()[-1])
-    rows[-1]["did"] = (f"exact top-10 of {stats['items']:,} items: {topk['users']} users in "
+    rows[-1]["did"] = (f"exact top-10 of {stats['items']:,} items on {topk['device']}: "
+                       f"{topk['users']} users in "
                        f"{topk['batch_topk_s']:.1f} s; one history (serving) in "
                        f"{topk['one_history_s'] * 1e3:.0f} ms")
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    if topk["device"] == "cuda":
+        import torch
+
+        machine += f", {torch.cuda.get_device_name(0)}"
     lines = [f"# Scale benchmark: {stats['items']:,} items ({machine})", "",
              "| stage | wall s | peak RSS GiB | what |", "|---|---|---|---|"]
     lines += [f"| {r['stage']} | {r['seconds']} | {r['peak_rss_gib']} | {r.get('did', '')} |" for r in rows]
     report = "\n".join(lines)
     print(report)
-    out = Path(args.out) if args.out else ROOT / "experiments" / "results" / "cpu-2core"
+    gpu = machine.rsplit(", ", 1)[1] if topk["device"] == "cuda" else None
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()) if gpu else f"cpu-{os.cpu_count()}core"
+    out = Path(args.out) if args.out else ROOT / "experiments" / "results" / slug
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_scale.md").write_text(report + "\n")
     (out / "bench_scale.json").write_text(json.dumps({"machine": machine, "stages": rows}, indent=2) + "\n")
