@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 
 from recsys.cli import CONF_DIR
 from recsys.cli.train import train
@@ -35,9 +36,10 @@ TINY_AST = [  # 0.5 s clips: 50 fbank frames
     "encoder.audio.max_seconds=0.5",
     "encoder.video.num_frames=2",
 ]
-TINY_QWEN = [
-    "encoder.text.arch_overrides={vocab_size:30522,num_hidden_layers:12,hidden_size:64,"
-    "intermediate_size:128,num_attention_heads:4,num_key_value_heads:2}",
+TINY_QWEN = [  # added to the experiment's arch_overrides (vocab_size: the stand-in tokenizer's)
+    f"+encoder.text.arch_overrides.{key}={value}"
+    for key, value in {"num_hidden_layers": 12, "hidden_size": 64, "intermediate_size": 128,
+                       "num_attention_heads": 4, "num_key_value_heads": 2}.items()
 ]
 
 
@@ -53,6 +55,10 @@ def _train(experiment: str, overrides: list[str], data_dir: Path, out: Path) -> 
                       overrides=[f"experiment={experiment}", *TINY, *overrides, f"paths.data_dir={data_dir}",
                                  f"paths.output_dir={out}"])
     HydraConfig.instance().set_config(cfg)  # the label interpolates hydra's adapter choice
+    label = cfg.label
+    with open_dict(cfg):  # as in a hydra.main app: the job's config has no hydra node
+        del cfg["hydra"]
+        cfg.label = label
     results = train(cfg)
     assert results["status"] == "complete"
     assert 0 <= results["metrics"]["test"]["hr@10"] <= 1
