@@ -34,6 +34,25 @@ def _masked_cross_entropy(
     return F.cross_entropy(logits.masked_fill(masked, float("-inf")), label)
 
 
+class _AllGatherRows(torch.autograd.Function):
+    """Differentiable all-gather of a [C,d] block -> [W·C,d] (rank order). Backward sums every
+    rank's gradient of the gathered rows and hands each rank its own block. Written here, not
+    taken from ``torch.distributed.nn.functional.all_gather``: with gloo that one leaves the
+    process aborting at exit ("terminate called without an active exception", torch 2.14)."""
+
+    @staticmethod
+    def forward(ctx, block: torch.Tensor) -> torch.Tensor:
+        blocks = [torch.empty_like(block) for _ in range(dist.get_world_size())]
+        dist.all_gather(blocks, block.contiguous())
+        return torch.cat(blocks)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad.chunk(dist.get_world_size())[dist.get_rank()]
+
+
 def gather_candidates(ids: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Every process's candidates, rank order: ids [C] -> [W·C], emb [C,d] -> [W·C,d] (the
     embeddings keep their autograd graph: each rank's gradient reaches the rank that owns the
@@ -41,11 +60,9 @@ def gather_candidates(ids: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tenso
     sampler gives every rank as many windows). No process group: returned as they are."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return ids, emb, 0
-    from torch.distributed.nn.functional import all_gather
-
     all_ids = [torch.empty_like(ids) for _ in range(dist.get_world_size())]
     dist.all_gather(all_ids, ids.contiguous())
-    return torch.cat(all_ids), torch.cat(all_gather(emb.contiguous())), dist.get_rank() * ids.numel()
+    return torch.cat(all_ids), _AllGatherRows.apply(emb), dist.get_rank() * ids.numel()
 
 
 def in_batch_softmax_loss(
