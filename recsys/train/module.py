@@ -6,7 +6,9 @@ and full-ranking validation/test with metric sums reduced across processes.
 
 Towers with a fusion router (CROSSAN's MoMEF) are also logged: `train/aux_loss` (the weighted
 auxiliary loss, part of `train/loss`), `train/gate/<expert>` (mean gate weight over the
-step's items) and `val/gate/<expert>`, `test/gate/<expert>` (over the catalogue pass).
+step's items; under DDP, rank 0's share of the batch: a rank with no routed item has no gate
+values, so a synced log could wait forever) and `val/gate/<expert>`, `test/gate/<expert>` (over
+the catalogue pass, which every process runs whole, so they agree across ranks).
 
 Batches (see recsys.data.datamodule):
 - train: {"items": LongTensor [B, W+1]} left-padded windows.
