@@ -44,9 +44,11 @@ def test_ddp_training_and_sharded_evaluation_match_one_process(tmp_path: Path):
 
     ddp = tmp_path / "ddp"
     _run("recsys-train", [*common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                          "trainer.precision=32-true", f"hydra.run.dir={ddp}"], tmp_path)
+                          "trainer.precision=32-true", "loss.cross_rank_negatives=true",
+                          f"hydra.run.dir={ddp}"], tmp_path)
     results = json.loads((ddp / "results.json").read_text())
     assert results["status"] == "complete" and results["config"]["trainer"]["strategy"] == "ddp"
+    assert results["config"]["loss"]["cross_rank_negatives"] is True
     assert 0 <= results["metrics"]["test"]["hr@10"] <= 1
 
     evaluated = {}
