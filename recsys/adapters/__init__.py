@@ -15,6 +15,9 @@ modalities)`` turns the config's layer schedule into the ``layers`` argument of
 Towers with a learned fusion router (CROSSAN's MoMEF) also report an auxiliary training
 loss (``aux_loss()``, added by ``SequentialRecommender.training_loss``) and their gate
 weights (``gate_summary()``, logged by the training module); the defaults here are no-ops.
+
+``embed_unique(embed, item_ids)`` runs a tower's per-item computation once per distinct id of
+a batch (a training batch repeats popular items many times) and scatters the rows back.
 """
 
 from __future__ import annotations
@@ -60,6 +63,17 @@ class ItemTower(nn.Module):
         """Mean fusion gate weight per expert over the items embedded since the last reset
         (``reset=True`` starts a new window); {} when the tower has no gates (the default)."""
         return {}
+
+
+def embed_unique(embed: Callable[[torch.Tensor], torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
+    """``embed`` (ids [n] -> [n, d]) applied once per distinct id: [...] -> [..., d].
+
+    Scattered back with ``index_select``: its backward (``index_add``) sums repeated rows in a
+    fixed order on CPU, while ``out[inverse]``'s (``index_put`` with accumulation) does not, and
+    makes two runs of one seed drift apart."""
+    uniq, inverse = torch.unique(item_ids.reshape(-1), return_inverse=True)
+    out = embed(uniq).index_select(0, inverse)
+    return out.reshape(*item_ids.shape, out.shape[-1])
 
 
 _REGISTRY: dict[str, Callable[..., ItemTower]] = {}

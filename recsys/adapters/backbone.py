@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from recsys.adapters import ItemTower, register_adapter, trainable
+from recsys.adapters import ItemTower, embed_unique, register_adapter, trainable
 from recsys.adapters.iisan import REFERENCE_ORDER
 from recsys.adapters.item_inputs import ItemInputs, build_item_inputs
 from recsys.cache.features import FeatureStore
@@ -105,13 +105,6 @@ class EncoderFeatures(nn.Module):
         rows = [encode(inputs.batch(chunk)) for chunk in flat.split(encoder.batch_size)]
         feats = torch.cat(rows)[:, self.layers[modality], : max(self.widths[modality])]
         return feats.reshape(*ids.shape, *feats.shape[1:])
-
-
-def embed_unique(embed: Callable[[torch.Tensor], torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
-    """``embed`` (ids [n] -> [n, d]) applied once per distinct id: [...] -> [..., d]."""
-    uniq, inverse = torch.unique(item_ids.reshape(-1), return_inverse=True)
-    out = embed(uniq)[inverse]
-    return out.reshape(*item_ids.shape, out.shape[-1])
 
 
 class BackboneTower(ItemTower):

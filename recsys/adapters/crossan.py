@@ -43,8 +43,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.adapters import ItemTower, check_store_layers, register_adapter, trainable
-from recsys.adapters.backbone import embed_unique
+from recsys.adapters import ItemTower, check_store_layers, embed_unique, register_adapter, trainable
 from recsys.adapters.iisan import IntraStream, stream_widths
 from recsys.adapters.momef import FUSIONS, build_fusion
 from recsys.adapters.side_block import GATE_TEMPERATURE

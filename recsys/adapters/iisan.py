@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys.adapters import ItemTower, check_store_layers, register_adapter, trainable
+from recsys.adapters import ItemTower, check_store_layers, embed_unique, register_adapter, trainable
 from recsys.adapters.side_block import LayerAlign, Mix, SideBlock
 from recsys.cache.features import FeatureStore
 
@@ -186,13 +186,9 @@ class IISANTower(ItemTower):
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Item embeddings: ``item_ids`` [...] long -> [..., d_model]."""
-        flat = item_ids.reshape(-1)
         if self.unique_items:
-            uniq, inverse = torch.unique(flat, return_inverse=True)
-            out = self.embed(uniq)[inverse]
-        else:
-            out = self.embed(flat)
-        return out.reshape(*item_ids.shape, self.d_model)
+            return embed_unique(self.embed, item_ids)
+        return self.embed(item_ids.reshape(-1)).reshape(*item_ids.shape, self.d_model)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         heads = [h for m, h in self.heads.items() if m != "text"]
