@@ -79,6 +79,12 @@ def test_prep_cache_train_eval_chain(workdir: Path):
     assert "already complete" in out.stdout + out.stderr
     assert (run_dir / "results.json").stat().st_mtime_ns == stamp
 
+    # The same job in a new directory: the same metrics to the last bit (same seed, same machine).
+    again = workdir / "run_again"
+    _run("recsys-train", [*common, "trainer.max_epochs=2", "logger=csv", "trainer.accelerator=cpu",
+                          f"hydra.run.dir={again}"], workdir)
+    assert json.loads((again / "results.json").read_text())["metrics"] == results["metrics"]
+
     _run("recsys-eval", [f"run_dir={run_dir}", "stages=[test]", "accelerator=cpu"], workdir)
     evaluated = json.loads((run_dir / "eval.json").read_text())
     assert evaluated["test"]["hr@10"] == pytest.approx(results["metrics"]["test"]["hr@10"])
