@@ -19,9 +19,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from data_prep.protocol import apply_protocol
-from data_prep.readers import ReadContext, get_reader
-from recsys.cli import CONF_DIR
-from recsys.data.processed import atomic_directory, read_stats
+from data_prep.readers import ReadContext, read_raw
+from recsys.atomic_io import atomic_path
+from recsys.cli import CONFIG_PATH, config_errors_exit
+from recsys.config.schema import check_config
+from recsys.data.processed import read_stats
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,10 @@ def prepare(data: Mapping, overwrite: bool = False) -> Path:
                 "remove it or pass overwrite=true"
             )
 
-    with atomic_directory(processed_dir, overwrite=True) as staging:
+    with atomic_path(processed_dir) as staging:
+        staging.mkdir()
         ctx = ReadContext(data["on_error"], staging_dir=staging, final_dir=processed_dir)
-        raw = get_reader(data["reader"])(data["raw"], ctx)
+        raw = read_raw(data["reader"], data["raw"], ctx)
         dataset = apply_protocol(raw, **protocol, dataset=data["name"], source=source)
         dataset.validate(processed_dir)
         dataset.write_into(staging)
@@ -83,11 +86,14 @@ def prepare(data: Mapping, overwrite: bool = False) -> Path:
 
 
 def run(cfg: DictConfig) -> Path:
-    """Prepare ``cfg.data`` (a composed ``conf/prep.yaml``); returns the processed dir."""
+    """Prepare ``cfg.data`` (a composed ``conf/prep.yaml``, checked first); returns the
+    processed dir."""
+    check_config(cfg, "prep")
     return prepare(OmegaConf.to_container(cfg.data, resolve=True), overwrite=cfg.overwrite)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prep")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="prep")
+@config_errors_exit
 def main(cfg: DictConfig) -> None:
     """Console script ``recsys-prep``."""
     run(cfg)

@@ -1,12 +1,21 @@
 """The reader contract: a registry of raw-dataset readers and what they hand to the protocol.
 
 A reader is a function ``read(raw: Mapping, ctx: ReadContext) -> RawDataset`` registered
-under a name used by ``conf/data/<name>.yaml: reader``::
+under a name used by ``conf/data/<name>.yaml: reader``, with the typed model of its raw
+options (``data.raw``: checked when the config is composed, before any work)::
 
-    @register_reader("amazon_iisan")
+    class IISANRaw(RawOptions):
+        users_file: str
+        items_file: str
+        images_dir: str | None = None
+
+    @register_reader("amazon_iisan", IISANRaw)
     def read_amazon_iisan(raw, ctx): ...
 
-    get_reader("amazon_iisan")(raw_cfg, ReadContext(on_error="raise"))
+    read_raw("amazon_iisan", raw_cfg, ReadContext(on_error="raise"))
+
+Readers are found by discovery (every module of this package and the entry-point group
+``recsys.readers``, see ``recsys.registry``); ``raw`` reaches them validated, defaults filled.
 
 Readers report every bad input through ``ctx.problem(...)``: with ``on_error="raise"`` it
 raises a ``RawDataError`` naming the file, the line and what to do; with ``"skip"`` it
@@ -16,15 +25,18 @@ counts the reason (later written under ``stats.json: dropped``) and logs the fir
 from __future__ import annotations
 
 import html
-import importlib
 import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+from recsys.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -194,37 +206,38 @@ def local_media(
     ]
 
 
+class RawOptions(BaseModel):
+    """Base of the typed raw options of a reader (``data.raw``): strict, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
 Reader = Callable[[Mapping, ReadContext], RawDataset]
-_READERS: dict[str, Reader] = {}
-_BUILTIN_MODULES = ("amazon_iisan", "movielens", "amazon2018", "microlens", "synthetic")
+READERS: Registry[Reader] = Registry("reader", package=__name__, group="recsys.readers")
 
 
-def register_reader(name: str) -> Callable[[Reader], Reader]:
-    """Decorator registering ``read(raw, ctx) -> RawDataset`` under ``name``."""
+def register_reader(name: str, options: type[RawOptions]) -> Callable[[Reader], Reader]:
+    """Decorator registering ``read(raw, ctx) -> RawDataset`` under ``name``, with the model
+    of its raw options (``read.options``)."""
 
     def decorate(reader: Reader) -> Reader:
-        if name in _READERS and _READERS[name] is not reader:
-            raise ValueError(f"reader {name!r} is already registered")
-        _READERS[name] = reader
-        return reader
+        reader.options = options
+        return READERS.register(name)(reader)
 
     return decorate
 
 
-def _import_builtin_readers() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(f"{__name__}.{module}")
-
-
 def get_reader(name: str) -> Reader:
-    """The reader registered under ``name`` (built-in readers are imported on demand)."""
-    _import_builtin_readers()
-    if name not in _READERS:
-        raise KeyError(f"unknown reader {name!r}; registered: {list_readers()}")
-    return _READERS[name]
+    """The reader registered under ``name``; ``reader.options`` is its raw-options model."""
+    return READERS.get(name)
 
 
 def list_readers() -> list[str]:
     """Names of all registered readers, sorted."""
-    _import_builtin_readers()
-    return sorted(_READERS)
+    return READERS.names()
+
+
+def read_raw(name: str, raw: Mapping[str, Any], ctx: ReadContext) -> RawDataset:
+    """Run reader ``name`` on ``raw`` validated by its options model (defaults filled)."""
+    reader = get_reader(name)
+    return reader(reader.options.model_validate(dict(raw)).model_dump(), ctx)

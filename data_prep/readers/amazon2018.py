@@ -1,6 +1,7 @@
 """Reader for the raw Amazon Review Data (2018) of Ni, Li and McAuley, one category.
 
 Raw config (``conf/data/amazon2018.yaml: raw``):
+    category: the category's file stem, e.g. ``Industrial_and_Scientific``.
     reviews_file: ``<Category>.json.gz`` (or 5-core ``<Category>_5.json.gz``), JSON lines
         with at least ``reviewerID``, ``asin``, ``unixReviewTime``.
     meta_file: ``meta_<Category>.json.gz``, JSON lines with ``asin``, ``title`` and
@@ -28,6 +29,7 @@ import polars as pl
 from data_prep.readers import (
     ItemCatalogue,
     RawDataset,
+    RawOptions,
     ReadContext,
     clean_text,
     local_media,
@@ -97,7 +99,14 @@ def _read_reviews(path: Path, known_items: set[str], ctx: ReadContext) -> pl.Dat
     return chronological(frame)
 
 
-@register_reader("amazon2018")
+class Amazon2018Raw(RawOptions):
+    category: str  # names the files (conf/data/amazon2018.yaml) and the dataset
+    reviews_file: str
+    meta_file: str
+    image_dir: str | None = None
+
+
+@register_reader("amazon2018", Amazon2018Raw)
 def read_amazon2018(raw: Mapping, ctx: ReadContext) -> RawDataset:
     """Read one Amazon 2018 category (reviews + metadata + optional local images)."""
     reviews_file = require_file(raw["reviews_file"], "Amazon 2018 reviews file")

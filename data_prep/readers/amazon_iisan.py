@@ -21,6 +21,7 @@ import polars as pl
 from data_prep.readers import (
     ItemCatalogue,
     RawDataset,
+    RawOptions,
     ReadContext,
     clean_text,
     local_media,
@@ -42,7 +43,13 @@ def _read_items(path, images_dir, ctx: ReadContext) -> pl.DataFrame:
     return catalogue.frame(local_media(images_dir, catalogue.keys, ".jpg"))
 
 
-@register_reader("amazon_iisan")
+class AmazonIISANRaw(RawOptions):
+    users_file: str
+    items_file: str
+    images_dir: str | None = None
+
+
+@register_reader("amazon_iisan", AmazonIISANRaw)
 def read_amazon_iisan(raw: Mapping, ctx: ReadContext) -> RawDataset:
     """Read ``raw.users_file``, ``raw.items_file`` and the optional ``raw.images_dir`` into a
     RawDataset (no timestamps)."""

@@ -37,6 +37,7 @@ from data_prep.readers import (
     ItemCatalogue,
     RawDataError,
     RawDataset,
+    RawOptions,
     ReadContext,
     clean_text,
     local_media,
@@ -104,7 +105,22 @@ def _read_pairs_csv(path: Path, known_items: set[str], ctx: ReadContext) -> pl.D
     return chronological(events)
 
 
-@register_reader("microlens")
+class MediaSuffixes(RawOptions):
+    cover: str = ".jpg"
+    video: str = ".mp4"
+    audio: str = ".wav"
+
+
+class MicroLensRaw(RawOptions):
+    pairs: str
+    titles: str
+    covers_dir: str | None = None
+    videos_dir: str | None = None
+    audio_dir: str | None = None
+    suffixes: MediaSuffixes = MediaSuffixes()
+
+
+@register_reader("microlens", MicroLensRaw)
 def read_microlens(raw: Mapping, ctx: ReadContext) -> RawDataset:
     """Read MicroLens pairs (``.csv`` with timestamps or ``.tsv`` sequences), English titles and
     the local cover / video / audio files (see module docstring)."""

@@ -24,6 +24,7 @@ import polars as pl
 from data_prep.readers import (
     RawDataError,
     RawDataset,
+    RawOptions,
     ReadContext,
     clean_text,
     items_frame,
@@ -91,7 +92,14 @@ def _read_overviews(path) -> dict[int, str]:
     }
 
 
-@register_reader("movielens")
+class MovieLensRaw(RawOptions):
+    ratings_file: str
+    items_file: str
+    overviews_file: str
+    posters_dir: str | None = None
+
+
+@register_reader("movielens", MovieLensRaw)
 def read_movielens(raw: Mapping, ctx: ReadContext) -> RawDataset:
     """Read MovieLens-100K ratings, u.item titles, TMDB overviews and poster paths."""
     ratings_file = require_file(raw["ratings_file"], "MovieLens ratings (u.data)")

@@ -38,14 +38,18 @@ and image and no video or audio is what it was before video and audio existed.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated, Literal
 
 import numpy as np
 import polars as pl
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from data_prep.readers import RawDataset, ReadContext, items_frame, register_reader
+from data_prep.readers import RawDataset, RawOptions, ReadContext, items_frame, register_reader
 from data_prep.readers.synthetic_media import write_media
 
 MODALITIES = ("text", "image", "video", "audio")
+Modality = Literal["text", "image", "video", "audio"]
+Probability = Annotated[float, Field(ge=0, le=1)]
 SYLLABLES = np.array(
     "ka lo mi ne ru sa to vi ze bo da fe gu hi jo ku la me no pi qu re si tu va wo xe yo zu"
     .split()
@@ -128,24 +132,43 @@ def generate_titles(cfg: Mapping, rng: np.random.Generator, item_cluster: np.nda
 
 def _signal(raw: Mapping) -> dict[str, float]:
     """Modality -> probability that an item's content shows its own cluster (0 if unlisted)."""
-    listed, signal = set(raw["modalities"]), dict(raw.get("signal") or {})
-    unknown = (listed | set(signal)) - set(MODALITIES)
-    if unknown:
-        raise ValueError(f"unknown synthetic modalities {sorted(unknown)}; use {list(MODALITIES)}")
-    probability = {m: float(signal.get(m, 1.0)) if m in listed else 0.0 for m in MODALITIES}
-    if not all(0 <= p <= 1 for p in probability.values()):
-        raise ValueError(f"synthetic signal must lie in [0, 1], got {signal}")
-    return probability
+    listed, signal = set(raw["modalities"]), dict(raw["signal"])
+    return {m: float(signal.get(m, 1.0)) if m in listed else 0.0 for m in MODALITIES}
 
 
-@register_reader("synthetic")
+class SyntheticRaw(RawOptions):
+    n_users: PositiveInt = 5000
+    n_items: PositiveInt = 2000
+    n_clusters: PositiveInt = 50
+    successors: PositiveInt = 3
+    noise: Probability = 0.1
+    popularity_skew: Annotated[float, Field(ge=1)] = 2.0
+    min_length: Annotated[int, Field(ge=3)] = 5
+    max_length: Annotated[int, Field(ge=3)] = 30
+    words_per_cluster: PositiveInt = 8
+    image_size: PositiveInt = 32
+    video_frames: PositiveInt = 16
+    video_size: Annotated[int, Field(gt=0, multiple_of=2)] = 64
+    audio_seconds: PositiveFloat = 1.0
+    modalities: list[Modality] = ["text", "image"]
+    signal: dict[Modality, Probability] = {}
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyntheticRaw:
+        if self.n_clusters > self.n_items:
+            raise ValueError(f"need n_clusters <= n_items, got {self.n_clusters} > {self.n_items}")
+        if self.min_length > self.max_length:
+            raise ValueError(f"need min_length <= max_length, got {self.min_length} > {self.max_length}")
+        return self
+
+
+@register_reader("synthetic", SyntheticRaw)
 def read_synthetic(raw: Mapping, ctx: ReadContext) -> RawDataset:
     """Generate a synthetic dataset from ``raw`` (see module docstring); deterministic in
     ``raw.seed``."""
     rng = np.random.default_rng(int(raw["seed"]))
     n_items, n_clusters = int(raw["n_items"]), int(raw["n_clusters"])
-    if not 1 <= n_clusters <= n_items:
-        raise ValueError(f"need 1 <= n_clusters <= n_items, got {n_clusters}, {n_items}")
     signal = _signal(raw)
     item_cluster = rng.permutation(np.arange(n_items) % n_clusters)
     users, items = generate_sequences(raw, rng, item_cluster)

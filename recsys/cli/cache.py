@@ -16,7 +16,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.cache.build import build_cache
-from recsys.cli import CONF_DIR
+from recsys.cli import CONFIG_PATH, config_errors_exit
+from recsys.config.schema import check_config
 from recsys.data.processed import ProcessedDataset
 from recsys.encoders import build_encoder
 
@@ -25,7 +26,16 @@ log = logging.getLogger(__name__)
 MODALITIES = ("text", "image", "video", "audio")
 
 
-def run(cfg: DictConfig, modalities: tuple[str, ...] | list[str] = MODALITIES) -> dict[str, dict[str, Any]]:
+def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """``recsys-cache``: check the config, then build (or reuse) every configured encoder's
+    cache; modality -> manifest."""
+    check_config(cfg, "cache")
+    return build_caches(cfg)
+
+
+def build_caches(
+    cfg: DictConfig, modalities: tuple[str, ...] | list[str] = MODALITIES
+) -> dict[str, dict[str, Any]]:
     """Build (or reuse) the cache of each configured encoder of ``modalities``;
     modality -> manifest."""
     dataset = ProcessedDataset.load(cfg.data.processed_dir)
@@ -62,7 +72,8 @@ def run(cfg: DictConfig, modalities: tuple[str, ...] | list[str] = MODALITIES) -
     return manifests
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="cache")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="cache")
+@config_errors_exit
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of ``recsys-cache``."""
     run(cfg)

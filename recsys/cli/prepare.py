@@ -10,13 +10,13 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from data_prep.prep import prepare
-from recsys.cli.cache import run as build_caches
-from recsys.train.builders import active_encoders
+from recsys.cli.cache import build_caches
+from recsys.train.builders import cached_encoders
 
 
 def prepare_inputs(cfg: DictConfig) -> None:
     """Build (or reuse) ``cfg.data``'s processed dataset and the adapter's caches."""
     prepare(OmegaConf.to_container(cfg.data, resolve=True))
-    modalities = list(active_encoders(cfg))
+    modalities = list(cached_encoders(cfg))
     if modalities:
         build_caches(cfg, modalities=modalities)

@@ -20,11 +20,14 @@ only the entries a Versa tower reads: 7 instead of 33 for a 32-layer LLM with G 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from torch import nn
 
+from recsys.adapters.layer_schedule import group_layer_schedule
+from recsys.config.options import parameters_of
 from recsys.encoders.weights import state_dict_sha256
 
 
@@ -71,11 +74,6 @@ class FrozenEncoder(nn.Module):
         self.model.requires_grad_(False)
         self.eval()
         if self.layer_groups is not None:
-            # Imported here, not at the top: importing recsys.adapters loads every item tower,
-            # and towers use encoders (adapters/backbone.py): a module-level import would tie
-            # the two packages in an import cycle. The schedule itself is plain Python.
-            from recsys.adapters.layer_schedule import group_layer_schedule
-
             try:
                 self._layers = group_layer_schedule(len(self.all_widths), self.layer_groups)
             except ValueError as err:
@@ -86,6 +84,21 @@ class FrozenEncoder(nn.Module):
                 f"encoder {self.name!r}: layers {bad} out of range, it has "
                 f"{len(self.all_widths)} hidden-state entries (0..{len(self.all_widths) - 1})"
             )
+
+    @classmethod
+    def option_parameters(cls) -> list[inspect.Parameter]:
+        """The config keys of this encoder kind (besides ``kind``): its constructor's
+        parameters; a ``**options`` parameter forwards to a base class, whose are added."""
+        params: list[inspect.Parameter] = []
+        for klass in cls.__mro__:
+            if "__init__" not in klass.__dict__ or klass is FrozenEncoder:
+                continue
+            own = parameters_of(klass.__dict__["__init__"], skip=1)
+            params += [p for p in own if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY
+                       if p.name not in {q.name for q in params}]
+            if not any(p.kind is p.VAR_KEYWORD for p in own):
+                break
+        return params
 
     def train(self, mode: bool = True) -> FrozenEncoder:
         """Frozen: stays in eval mode whatever is asked (no dropout, fixed BN stats)."""

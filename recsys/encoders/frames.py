@@ -18,12 +18,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 
 from recsys.encoders.images import ImageEncoder
-from recsys.encoders.registry import build_encoder, register_encoder
+from recsys.encoders.registry import EncoderConfig, build_encoder, register_encoder
 from recsys.encoders.videos import VideoEncoder, VideoPreprocessor
 
 
@@ -45,13 +46,13 @@ class FramesEncoder(VideoEncoder):
     def __init__(
         self,
         name: str,
-        image_encoder: dict[str, Any],
-        num_frames: int = 4,
-        layers: list[int] | None = None,
-        layer_groups: int | None = None,
-        pooling: str = "mean",
-        on_error: str = "raise",
-        batch_size: int = 8,
+        image_encoder: EncoderConfig,
+        num_frames: PositiveInt = 4,
+        layers: list[NonNegativeInt] | None = None,
+        layer_groups: PositiveInt | None = None,
+        pooling: Literal["mean"] = "mean",
+        on_error: Literal["raise", "skip"] = "raise",
+        batch_size: PositiveInt = 8,
     ) -> None:
         super().__init__(name, layers, pooling, batch_size, layer_groups)
         if pooling != "mean":

@@ -1,7 +1,7 @@
 """``hf_audio``: a frozen Hugging Face audio encoder over item waveforms.
 
 Per item ``audio_path`` (nullable; WAV / FLAC / OGG / ... through soundfile): mono, resampled
-to the feature extractor's ``sampling_rate`` (``resample.py``), cropped to ``max_seconds``
+to the feature extractor's ``sampling_rate`` (soxr, ``media.load_audio``), cropped to ``max_seconds``
 (clips shorter than the model's smallest input are zero-padded to it), then the model's own
 feature extractor. Two families:
 
@@ -34,15 +34,17 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import soxr
 import torch
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 from transformers import ASTFeatureExtractor, AutoFeatureExtractor, Wav2Vec2FeatureExtractor
 
 from recsys.encoders.base import FrozenEncoder
 from recsys.encoders.hf_model import from_pretrained_or_explain, load_hf_backbone, source_info
-from recsys.encoders.media import ON_ERROR, load_audio, read_records
+from recsys.encoders.media import ON_ERROR, RESAMPLER, load_audio, read_records
 from recsys.encoders.pooling import pool_tokens
 from recsys.encoders.registry import register_encoder
 
@@ -82,12 +84,12 @@ class HFAudioEncoder(FrozenEncoder):
         arch: str | None = None,
         arch_overrides: dict[str, Any] | None = None,
         feature_extractor: dict[str, Any] | None = None,
-        layers: list[int] | None = None,
-        layer_groups: int | None = None,
-        pooling: str = "mean",
-        max_seconds: float | None = 10.0,
-        on_error: str = "raise",
-        batch_size: int = 16,
+        layers: list[NonNegativeInt] | None = None,
+        layer_groups: PositiveInt | None = None,
+        pooling: Literal["cls", "mean"] = "mean",
+        max_seconds: PositiveFloat | None = 10.0,
+        on_error: Literal["raise", "skip"] = "raise",
+        batch_size: PositiveInt = 16,
         seed: int = 0,
     ) -> None:
         super().__init__(name, layers, pooling, batch_size, layer_groups)
@@ -144,7 +146,7 @@ class HFAudioEncoder(FrozenEncoder):
             "field": "audio_path",
             "mono": True,
             "sampling_rate": self.sampling_rate,
-            "resampler": "hann-windowed sinc, 16 zero crossings, rolloff 0.95",
+            "resampler": f"soxr {soxr.__version__} {RESAMPLER}",
             "max_seconds": self.max_seconds,
             "min_samples": self.min_samples,
             "feature_extractor": self.extractor.to_dict(),

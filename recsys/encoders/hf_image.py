@@ -13,9 +13,10 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 
 from recsys.encoders.hf_model import load_hf_backbone, source_info
 from recsys.encoders.images import ImageEncoder, ImagePreprocessor
@@ -42,14 +43,14 @@ class HFImageEncoder(ImageEncoder):
         pretrained: bool = True,
         arch: str | None = None,
         arch_overrides: dict[str, Any] | None = None,
-        layers: list[int] | None = None,
-        layer_groups: int | None = None,
-        pooling: str = "cls",
-        resolution: int = 224,
+        layers: list[NonNegativeInt] | None = None,
+        layer_groups: PositiveInt | None = None,
+        pooling: Literal["cls"] = "cls",
+        resolution: PositiveInt = 224,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
-        on_error: str = "raise",
-        batch_size: int = 64,
+        on_error: Literal["raise", "skip"] = "raise",
+        batch_size: PositiveInt = 64,
         seed: int = 0,
     ) -> None:
         super().__init__(name, layers, pooling, batch_size, layer_groups)

@@ -25,9 +25,10 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import PositiveInt
 
 from recsys.encoders.hf_text import HFTextEncoder
 from recsys.encoders.registry import register_encoder
@@ -64,13 +65,13 @@ class HFLLMEncoder(HFTextEncoder):
         self,
         name: str,
         name_or_path: str,
-        pooling: str = "mean",
-        padding_side: str | None = None,
-        max_length: int = 32,
+        pooling: Literal["mean", "last"] = "mean",
+        padding_side: Literal["left", "right"] | None = None,
+        max_length: PositiveInt = 32,
         lowercase: bool = False,
-        torch_dtype: str = "float32",
-        quantization: str | None = None,
-        batch_size: int = 32,
+        torch_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        quantization: Literal["8bit", "4bit"] | None = None,
+        batch_size: PositiveInt = 32,
         **text_options: Any,
     ) -> None:
         if pooling not in LLM_POOLINGS:

@@ -14,9 +14,10 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 from transformers import AutoTokenizer
 
 from recsys.encoders.base import FrozenEncoder
@@ -55,14 +56,14 @@ class HFTextEncoder(FrozenEncoder):
         arch_overrides: dict[str, Any] | None = None,
         arch_config: dict[str, Any] | None = None,
         tokenizer: str | None = None,
-        layers: list[int] | None = None,
-        layer_groups: int | None = None,
-        pooling: str = "cls",
-        max_length: int = 30,
+        layers: list[NonNegativeInt] | None = None,
+        layer_groups: PositiveInt | None = None,
+        pooling: Literal["cls", "mean", "last"] = "cls",
+        max_length: PositiveInt = 30,
         lowercase: bool = True,
-        torch_dtype: str = "float32",
-        quantization: str | None = None,
-        batch_size: int = 256,
+        torch_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        quantization: Literal["8bit", "4bit"] | None = None,
+        batch_size: PositiveInt = 256,
         seed: int = 0,
     ) -> None:
         super().__init__(name, layers, pooling, batch_size, layer_groups)

@@ -17,9 +17,10 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 
 from recsys.encoders.hf_model import load_hf_backbone, source_info
 from recsys.encoders.images import IMAGENET_MEAN, IMAGENET_STD
@@ -58,15 +59,15 @@ class HFVideoEncoder(VideoEncoder):
         pretrained: bool = True,
         arch: str | None = None,
         arch_overrides: dict[str, Any] | None = None,
-        layers: list[int] | None = None,
-        layer_groups: int | None = None,
-        pooling: str = "mean",
-        num_frames: int | None = None,
-        resolution: int | None = None,
+        layers: list[NonNegativeInt] | None = None,
+        layer_groups: PositiveInt | None = None,
+        pooling: Literal["mean"] = "mean",
+        num_frames: PositiveInt | None = None,
+        resolution: PositiveInt | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        on_error: str = "raise",
-        batch_size: int = 8,
+        on_error: Literal["raise", "skip"] = "raise",
+        batch_size: PositiveInt = 8,
         seed: int = 0,
     ) -> None:
         super().__init__(name, layers, pooling, batch_size, layer_groups)

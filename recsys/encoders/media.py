@@ -32,15 +32,15 @@ from typing import Any, Generic, TypeVar
 import av
 import numpy as np
 import soundfile
+import soxr
 import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF  # noqa: N812
 
-from recsys.encoders.resample import resample
-
 T = TypeVar("T")
 
 ON_ERROR = ("raise", "skip")
+RESAMPLER = "HQ"  # soxr's quality preset: band-limited, anti-aliased (libsoxr "high quality")
 READ_ERRORS = (OSError, ValueError, RuntimeError)  # what a loader raises for an unreadable file
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -98,7 +98,8 @@ def load_audio(path: str, sampling_rate: int, max_seconds: float | None) -> torc
         data = file.read(frames, dtype="float32", always_2d=True)  # [S, C]
     if data.shape[0] == 0:
         raise ValueError("the file holds no audio samples")
-    wave = resample(torch.from_numpy(data.mean(axis=1)), rate, sampling_rate)
+    wave = soxr.resample(data.mean(axis=1), rate, sampling_rate, quality=RESAMPLER)
+    wave = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
     return wave if max_seconds is None else wave[: round(max_seconds * sampling_rate)]
 
 

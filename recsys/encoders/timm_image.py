@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import timm
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 
 from recsys.encoders.images import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, ImagePreprocessor
 from recsys.encoders.registry import register_encoder
@@ -80,15 +81,15 @@ class TimmImageEncoder(ImageEncoder):
         name_or_path: str,
         pretrained: bool = True,
         weights: str | None = None,
-        weights_mapping: str = "name",
-        layers: list[int] | None = None,
-        layer_groups: int | None = None,
-        pooling: str = "gap",
-        resolution: int = 224,
+        weights_mapping: Literal["name", "position"] = "name",
+        layers: list[NonNegativeInt] | None = None,
+        layer_groups: PositiveInt | None = None,
+        pooling: Literal["gap"] = "gap",
+        resolution: PositiveInt = 224,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        on_error: str = "raise",
-        batch_size: int = 64,
+        on_error: Literal["raise", "skip"] = "raise",
+        batch_size: PositiveInt = 64,
         seed: int = 0,
     ) -> None:
         super().__init__(name, layers, pooling, batch_size, layer_groups)

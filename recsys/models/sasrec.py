@@ -20,9 +20,14 @@ positions are set to zero.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 from torch.nn import functional as F
+
+from recsys.models import register_user_encoder
 
 VARIANT = "sasrec_iisan"
 
@@ -32,8 +37,6 @@ class SelfAttention(nn.Module):
 
     def __init__(self, d: int, num_heads: int, dropout: float) -> None:
         super().__init__()
-        if d % num_heads:
-            raise ValueError(f"d_model {d} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.dropout = dropout
         self.q, self.k, self.v, self.out = (nn.Linear(d, d, bias=False) for _ in range(4))
@@ -71,6 +74,7 @@ class Block(nn.Module):
         return self.ln_ffn(x + self.drop(self.ffn(x)))
 
 
+@register_user_encoder("sasrec")
 class SASRec(nn.Module):
     """Causal transformer over a user's item embeddings (variant ``sasrec_iisan``).
 
@@ -81,15 +85,16 @@ class SASRec(nn.Module):
 
     def __init__(
         self,
-        d_model: int = 64,
-        num_blocks: int = 2,
-        num_heads: int = 2,
-        ffn_dim: int = 256,
-        dropout: float = 0.1,
-        max_len: int = 10,
-        ln_eps: float = 1e-6,
+        d_model: PositiveInt = 64,
+        num_blocks: NonNegativeInt = 2,
+        num_heads: PositiveInt = 2,
+        ffn_dim: PositiveInt = 256,
+        dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
+        max_len: PositiveInt = 10,
+        ln_eps: PositiveFloat = 1e-6,
     ) -> None:
         super().__init__()
+        self.check_options({"d_model": d_model, "num_heads": num_heads})
         self.max_len = max_len
         self.positions = nn.Embedding(max_len, d_model)
         self.ln_in = nn.LayerNorm(d_model, eps=ln_eps)
@@ -102,6 +107,13 @@ class SASRec(nn.Module):
                 nn.init.xavier_normal_(m.weight)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def check_options(options: dict) -> None:
+        """Heads split the width evenly: ``d_model`` must be a multiple of ``num_heads``."""
+        d, heads = options.get("d_model", 64), options.get("num_heads", 2)
+        if d % heads:
+            raise ValueError(f"d_model {d} is not divisible by num_heads {heads}")
 
     def forward(self, item_emb: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
         """User states: ``item_emb`` [B,T,d], ``pad_mask`` [B,T] bool (True = real item,
