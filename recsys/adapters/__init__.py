@@ -1,16 +1,34 @@
-"""Item towers: modules mapping item ids to d_model-dim item embeddings.
+"""Item towers: modules mapping item ids to d_model-dim item embeddings, and their registry.
 
-A tower is an ``ItemTower`` (``forward(item_ids [...]) -> [..., d_model]``) registered under a
-name; multimodal towers read cached frozen-encoder features through a ``FeatureStore`` they
-own as a submodule (its buffers move with the tower).
+Adding a method is one module and one config: a module in this package (or in any package
+that declares it under the entry-point group ``recsys.adapters``, see ``recsys.registry``)
+registering an ``ItemTower`` subclass, and ``conf/adapter/<name>.yaml`` naming it::
 
-    tower = build_item_tower("iisan", store, streams="intra_inter", fusion="gated")
+    @register_adapter("my_tower")
+    class MyTower(ItemTower):
+        reads = "cache"                       # what the framework hands it as ``source``
+        def __init__(self, source: FeatureStore, width: int = 32, d_model: int = 64): ...
 
-``build_item_tower(name, store, **cfg)`` takes the adapter config minus its ``name`` key
-(``conf/adapter/*.yaml``; every tower accepts ``layers``, which towers over features check
-against the store with ``check_store_layers``). ``layers_per_modality(cfg["layers"],
-modalities)`` turns the config's layer schedule into the ``layers`` argument of
-``load_feature_store``.
+    # conf/adapter/my_tower.yaml
+    name: my_tower
+    modalities: [text, image]
+    layer_groups: ${layer_schedule.groups}
+    width: 32
+
+A tower class declares what it reads (``reads``), and the framework builds that source:
+
+- ``"cache"``: a ``FeatureStore`` over the cached hidden states of its modalities, holding the
+  entries its layer schedule selects (``recsys.adapters.layer_schedule``);
+- ``"encoders"``: ``LiveEncoders`` (``backbone.py``), the encoder configs and item records,
+  from which the tower builds encoders that run inside the training step;
+- ``None``: nothing but item ids.
+
+``layer_schedule = True`` gives the adapter config the framework keys ``layers`` /
+``layer_groups`` (which hidden-state entries the source holds); ``False`` gives the source
+each encoder's last entry only. The tower's options are its constructor's parameters except
+the context ones (``option_parameters``): they are typed by their annotations and checked when
+the config is composed (``recsys.config``), before any work starts. ``from_context`` builds the
+tower from a ``TowerContext`` (source, N, d_model) and its options.
 
 Towers with a learned fusion router (CROSSAN's MoMEF) also report an auxiliary training
 loss (``aux_loss()``, added by ``SequentialRecommender.training_loss``) and their gate
@@ -23,31 +41,75 @@ a batch (a training batch repeats popular items many times) and scatters the row
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from recsys.cache.features import FeatureStore
+from recsys.registry import Registry
 
 PARAM_GROUPS = ("adapter", "text_head", "head")
+#: Constructor parameters the framework fills from the ``TowerContext``; never options.
+CONTEXT_PARAMETERS = ("source", "num_items", "d_model")
+#: Keys of every adapter config that the framework consumes itself.
+FRAMEWORK_KEYS = ("name", "modalities")
+SCHEDULE_KEYS = ("layers", "layer_groups")
+
+Reads = Literal["cache", "encoders"] | None
+
+
+@dataclass(frozen=True)
+class TowerContext:
+    """What the framework hands a tower besides its options.
+
+    Attributes:
+        source: what the tower class ``reads``: a ``FeatureStore``, ``LiveEncoders`` or None.
+        num_items: N, the number of real items (ids 1..N, 0 = padding).
+        d_model: the item embedding width, the user encoder's (``model.d_model``).
+    """
+
+    source: Any
+    num_items: int
+    d_model: int
 
 
 class ItemTower(nn.Module):
     """Base class of item towers.
 
     Subclasses set ``d_model`` and implement ``forward(item_ids [...]) -> [..., d_model]``,
-    the ``num_items`` property (N; ids 1..N are real, 0 is padding) and ``param_groups()``.
+    the ``num_items`` property (N; ids 1..N are real, 0 is padding) and ``param_groups()``;
+    they declare ``reads`` and ``layer_schedule`` (module docstring).
     """
 
     d_model: int
+    reads: ClassVar[Reads] = "cache"
+    layer_schedule: ClassVar[bool] = True
+
+    @classmethod
+    def from_context(cls, context: TowerContext, **options: Any) -> ItemTower:
+        """Build the tower from the framework's context and its (checked) options."""
+        return cls(context.source, d_model=context.d_model, **options)
+
+    @classmethod
+    def option_parameters(cls) -> list:
+        """The tower's options: its constructor's parameters minus ``CONTEXT_PARAMETERS``."""
+        from recsys.config.options import parameters_of
+
+        return [p for p in parameters_of(cls.__init__, skip=1) if p.name not in CONTEXT_PARAMETERS]
+
+    @classmethod
+    def check_options(cls, modalities: list[str], options: dict[str, Any]) -> None:
+        """Raise ValueError for options this tower cannot serve with ``modalities`` (the
+        modalities of its config that have an encoder); called when the config is checked."""
 
     @property
     def num_items(self) -> int:
         raise NotImplementedError
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters by optimiser group: keys ``adapter`` (side blocks, gates,
-        alignment), ``text_head``, ``head`` (everything else); each parameter exactly once."""
+        """Trainable parameters by optimiser group: keys ``adapter`` (lr key ``adapter``),
+        ``text_head`` (``text_head``), ``head`` (``other``); each parameter exactly once."""
         raise NotImplementedError
 
     def num_trainable(self) -> int:
@@ -65,6 +127,37 @@ class ItemTower(nn.Module):
         return {}
 
 
+TOWERS: Registry[type[ItemTower]] = Registry("adapter", package=__name__, group="recsys.adapters")
+
+
+def register_adapter(name: str) -> Callable[[type[ItemTower]], type[ItemTower]]:
+    """Class decorator registering an ``ItemTower`` subclass under ``name``."""
+    return TOWERS.register(name)
+
+
+def tower_class(name: str) -> type[ItemTower]:
+    """The tower class registered as ``name`` (KeyError listing the registered ones)."""
+    return TOWERS.get(name)
+
+
+def list_adapters() -> list[str]:
+    """Registered tower names, sorted."""
+    return TOWERS.names()
+
+
+def build_item_tower(
+    name: str, source: Any = None, *, num_items: int | None = None, d_model: int = 64, **options: Any
+) -> ItemTower:
+    """Build the tower registered as ``name`` over ``source`` (see ``TowerContext``); N is
+    ``source.num_items`` unless given."""
+    cls = tower_class(name)
+    if num_items is None:
+        if source is None:
+            raise ValueError(f"adapter {name!r}: pass num_items (no source to read it from)")
+        num_items = source.num_items
+    return cls.from_context(TowerContext(source, int(num_items), int(d_model)), **options)
+
+
 def embed_unique(embed: Callable[[torch.Tensor], torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
     """``embed`` (ids [n] -> [n, d]) applied once per distinct id: [...] -> [..., d].
 
@@ -74,63 +167,6 @@ def embed_unique(embed: Callable[[torch.Tensor], torch.Tensor], item_ids: torch.
     uniq, inverse = torch.unique(item_ids.reshape(-1), return_inverse=True)
     out = embed(uniq).index_select(0, inverse)
     return out.reshape(*item_ids.shape, out.shape[-1])
-
-
-_REGISTRY: dict[str, Callable[..., ItemTower]] = {}
-
-
-def register_adapter(name: str) -> Callable:
-    """Class decorator registering an item tower under ``name``."""
-
-    def wrap(cls: Callable[..., ItemTower]) -> Callable[..., ItemTower]:
-        if name in _REGISTRY:
-            raise ValueError(f"adapter {name!r} registered twice")
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def build_item_tower(name: str, store: FeatureStore | None, **cfg) -> ItemTower:
-    """Instantiate the tower registered as ``name`` with ``store`` and config ``cfg``."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown adapter {name!r}; available: {list_adapters()}")
-    return _REGISTRY[name](store, **cfg)
-
-
-def list_adapters() -> list[str]:
-    """Registered tower names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def layers_per_modality(
-    layers: list[int] | dict[str, list[int]] | None, modalities: list[str]
-) -> dict[str, list[int]] | None:
-    """Layer schedule for each modality: a list applies to every modality, a dict is per
-    modality (IISAN-Versa asymmetric encoders). None stays None (use the cache's layers)."""
-    if layers is None:
-        return None
-    if isinstance(layers, dict) or hasattr(layers, "keys"):
-        missing = [m for m in modalities if m not in layers]
-        if missing:
-            raise ValueError(f"adapter.layers has no schedule for modalities {missing}")
-        return {m: [int(i) for i in layers[m]] for m in modalities}
-    return {m: [int(i) for i in layers] for m in modalities}
-
-
-def check_store_layers(
-    store: FeatureStore, layers: list[int] | dict | None, modalities: list[str] | None = None
-) -> None:
-    """Raise a ValueError if the schedule ``layers`` (a list for every modality, a dict per
-    modality, None = no check) selects another number of entries than ``store`` holds, for
-    each of ``modalities`` (default: all of the store's)."""
-    mods = list(modalities or store.modalities)
-    for m, sched in (layers_per_modality(layers, mods) or {}).items():
-        if len(sched) != len(store.widths[m]):
-            raise ValueError(
-                f"adapter.layers selects {len(sched)} {m} layers {sched} but the feature "
-                f"store holds {len(store.widths[m])}: load the cache with the adapter's layers"
-            )
 
 
 def trainable(params) -> list[nn.Parameter]:
@@ -144,16 +180,3 @@ def check_groups(module: nn.Module, groups: dict[str, list[torch.Tensor]]) -> No
     want = {id(p) for p in module.parameters() if p.requires_grad}
     if len(ids) != len(set(ids)) or set(ids) != want:
         raise RuntimeError("parameter groups must cover every trainable parameter exactly once")
-
-
-from recsys.adapters import (  # noqa: E402,F401  (registers the towers)
-    bitfit,
-    crossan,
-    fft,
-    frozen,
-    houlsby,
-    id_embedding,
-    iisan,
-    iisan_uncached,
-    lora,
-)

@@ -2,6 +2,10 @@
 
 Pieces shared by ``iisan_uncached``, ``fft``, ``houlsby``, ``lora``, ``bitfit``, ``frozen``:
 
+- ``LiveEncoders``: the ``source`` the framework hands towers that declare
+  ``reads = "encoders"``: the encoder configs, the item records 1..N and the adapter's layer
+  schedule; ``features(tuned, prepare)`` builds the encoders and the ``EncoderFeatures`` over
+  the scheduled entries (``layer_schedule.select_entries``, as the cache loader).
 - ``EncoderFeatures``: a ``FeatureStore``-like source (``modalities``, ``widths``,
   ``num_items``, ``gather(modality, ids [...]) -> [..., L, D_max]``) that COMPUTES the
   features of the requested items with the encoders instead of reading a cache: the item
@@ -14,9 +18,9 @@ Pieces shared by ``iisan_uncached``, ``fft``, ``houlsby``, ``lora``, ``bitfit``,
   modality the last selected layer's feature (CLS or mean over real tokens, or global
   average pool, as the encoder config's ``pooling``) -> ``Linear(d, d_model)``; the
   modalities concatenated in IISAN's order [image, text] -> ``Linear(d_model·M, d_model)``.
-- ``register_tuned(name, tune)``: registers a method that builds the encoders, lets
-  ``tune(model, **options)`` make some backbone parameters trainable (or inject modules),
-  and returns a ``BackboneTower`` over ``EncoderFeatures(tuned=True)``.
+- ``TunedBackboneTower``: the base of the in-loop baselines: a ``BackboneTower`` over
+  ``EncoderFeatures(tuned=True)`` whose backbones its ``tune(model, **options)`` prepares (makes
+  some parameters trainable, or injects modules); the options are ``tune``'s parameters.
 
 Optimiser groups (``param_groups``): trainable encoder parameters -> ``adapter`` (1e-4; for
 fft too: the encoder weights share the adapter rate), the text head -> ``text_head``, the
@@ -27,16 +31,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from recsys.adapters import ItemTower, embed_unique, register_adapter, trainable
+from recsys.adapters import ItemTower, TowerContext, embed_unique, trainable
 from recsys.adapters.iisan import REFERENCE_ORDER
 from recsys.adapters.item_inputs import ItemInputs, build_item_inputs
+from recsys.adapters.layer_schedule import Layers, select_entries
 from recsys.cache.features import FeatureStore
+from recsys.config.options import parameters_of
 
 if TYPE_CHECKING:  # importing recsys.encoders loads transformers and timm (seconds)
     from recsys.encoders import FrozenEncoder
@@ -107,6 +114,42 @@ class EncoderFeatures(nn.Module):
         return feats.reshape(*ids.shape, *feats.shape[1:])
 
 
+@dataclass(frozen=True)
+class LiveEncoders:
+    """Source of towers that run their encoders in the training step (``reads = "encoders"``).
+
+    Attributes:
+        configs: modality -> encoder config (an ``encoder/<modality>/*.yaml`` mapping).
+        items: item records 1..N in item-id order.
+        layers / layer_groups / last_only: the adapter's layer schedule
+            (``layer_schedule.select_entries``).
+    """
+
+    configs: dict[str, dict[str, Any]]
+    items: list[dict[str, Any]]
+    layers: Layers = None
+    layer_groups: int | None = None
+    last_only: bool = False
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.configs)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    def features(self, tuned: bool, prepare: Callable[[nn.Module], None] | None = None) -> EncoderFeatures:
+        """Build the encoders (``prepare(model)`` applied to each backbone first, e.g. LoRA
+        injection) and the ``EncoderFeatures`` over the scheduled entries."""
+        encoders = build_encoders(self.configs)
+        for encoder in encoders.values() if prepare is not None else ():
+            prepare(encoder.model)
+        available = {m: list(range(len(e.all_widths))) for m, e in encoders.items()}
+        entries = select_entries(available, self.layers, self.layer_groups, self.last_only)
+        return EncoderFeatures(encoders, self.items, entries, tuned=tuned)
+
+
 class BackboneTower(ItemTower):
     """Standard item embedding over the last selected layer of a feature source.
 
@@ -114,12 +157,11 @@ class BackboneTower(ItemTower):
         source: ``FeatureStore`` (cached features: the ``frozen`` linear probe) or
             ``EncoderFeatures`` (encoders in the loop).
         d_model: item embedding width (64).
-        layers: unused (the source holds the layers); accepted like every tower.
     """
 
-    def __init__(
-        self, source: FeatureStore | EncoderFeatures, d_model: int = 64, layers: Any = None
-    ) -> None:
+    layer_schedule = False  # the source holds each encoder's last entry only
+
+    def __init__(self, source: FeatureStore | EncoderFeatures, d_model: int = 64) -> None:
         super().__init__()
         self.source = source
         self.d_model = d_model
@@ -154,21 +196,25 @@ class BackboneTower(ItemTower):
         }
 
 
-def register_tuned(name: str, tune: Callable[..., None]) -> None:
-    """Register adapter ``name``: encoders in the loop whose backbones ``tune(model, **options)``
-    prepares (every backbone parameter starts frozen; ``options`` = the adapter config's
-    remaining keys), under the standard ``BackboneTower``."""
+class TunedBackboneTower(BackboneTower):
+    """Encoders in the training step, backbones prepared by ``tune`` (module docstring).
 
-    def build(
-        store: None, encoders: dict[str, dict], items: list[dict], d_model: int = 64, **options
-    ) -> BackboneTower:
-        if store is not None:
-            raise ValueError(f"adapter {name!r} runs its encoders itself; it takes no feature store")
-        built = build_encoders(encoders)
-        for encoder in built.values():
-            tune(encoder.model, **options)
-        last = {m: [len(e.all_widths) - 1] for m, e in built.items()}
-        return BackboneTower(EncoderFeatures(built, items, last, tuned=True), d_model)
+    Subclasses set ``tune = staticmethod(f)`` with ``f(model, **options)``: every backbone
+    parameter starts frozen, ``f`` makes some trainable or injects trainable modules; its
+    parameters after ``model`` are the adapter config's options.
+    """
 
-    build.__doc__ = f"``{name}``: {tune.__doc__}"
-    register_adapter(name)(build)
+    reads = "encoders"
+
+    @staticmethod
+    def tune(model: nn.Module) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def option_parameters(cls) -> list[inspect.Parameter]:
+        return parameters_of(cls.tune, skip=1)  # after ``model``
+
+    @classmethod
+    def from_context(cls, context: TowerContext, **options: Any) -> TunedBackboneTower:
+        features = context.source.features(tuned=True, prepare=lambda model: cls.tune(model, **options))
+        return cls(features, d_model=context.d_model)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from recsys.adapters.backbone import register_tuned
+from recsys.adapters import register_adapter
+from recsys.adapters.backbone import TunedBackboneTower
 
 
 def unfreeze_biases(model: nn.Module) -> None:
@@ -15,4 +16,8 @@ def unfreeze_biases(model: nn.Module) -> None:
         param.requires_grad_(name.rsplit(".", 1)[-1] == "bias")
 
 
-register_tuned("bitfit", unfreeze_biases)
+@register_adapter("bitfit")
+class BitFitTower(TunedBackboneTower):
+    """Only the encoders' bias terms train (``unfreeze_biases``)."""
+
+    tune = staticmethod(unfreeze_biases)

@@ -1,8 +1,8 @@
 """CROSSAN item tower: decoupled per-modality side streams that read each other's frozen
 hidden states through cross-modal side adapters, fused by a mixture of modality experts.
 
-Notation: modalities m = 1..M (M >= 2; any of text, image, video, audio in the store, or
-the ``modalities`` subset), kept layers l = 0..L-1 (all of the store's, in order).
+Notation: modalities m = 1..M (M >= 2; those of ``adapter.modalities`` that have an encoder
+selected: text, image, video, audio), kept layers l = 0..L-1 (all of the source's, in order).
 Messages go layer by layer, so every modality needs the same L: the group rule
 (``layer_groups`` G) gives any encoder deeper than G layers G+1 entries; a store with
 unequal depths raises a ValueError. ``H_m[l]`` is the cached hidden state (the first
@@ -40,12 +40,15 @@ Parameters (768-d text + image, 7 layers, bottleneck 32, cross_rank 16, d_model 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import NonNegativeFloat, PositiveInt
 from torch import nn
 
-from recsys.adapters import ItemTower, check_store_layers, embed_unique, register_adapter, trainable
+from recsys.adapters import ItemTower, embed_unique, register_adapter, trainable
 from recsys.adapters.iisan import IntraStream, stream_widths
-from recsys.adapters.momef import FUSIONS, build_fusion
+from recsys.adapters.momef import build_fusion
 from recsys.adapters.side_block import GATE_TEMPERATURE
 from recsys.cache.features import FeatureStore
 
@@ -106,30 +109,14 @@ class CrossModalAdapter(nn.Module):
         return torch.stack([f(x[:, k, :w]) for k, (f, w) in enumerate(zip(maps, cols, strict=True))], 1)
 
 
-def _check_config(
-    store: FeatureStore, modalities: list[str] | None, layers: list[int] | dict | None, fusion: str
-) -> list[str]:
-    """The modalities to use; raise a clear ValueError for options the store cannot serve."""
-    if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-    mods = list(modalities or store.modalities)
-    absent = [m for m in mods if m not in store.modalities]
-    if absent:
-        raise ValueError(f"modalities {absent} are not in the feature store {store.modalities}")
-    if len(mods) < 2:
-        raise ValueError(
-            f"CROSSAN exchanges information between modalities and needs at least two, got {mods}; "
-            "for one modality use adapter=iisan_intra"
-        )
-    check_store_layers(store, layers, mods)
-    depth = {m: len(store.widths[m]) for m in mods}
+def _check_depths(source: FeatureStore, modalities: list[str]) -> None:
+    depth = {m: len(source.widths[m]) for m in modalities}
     if len(set(depth.values())) > 1:
         raise ValueError(
             f"CROSSAN exchanges messages layer by layer, so every modality needs as many kept "
-            f"layers; the store holds {depth}: select them with the group rule "
+            f"layers; the source holds {depth}: select them with the group rule "
             "(adapter.layer_groups: G groups -> G+1 entries whatever the encoder's depth)"
         )
-    return mods
 
 
 @register_adapter("crossan")
@@ -137,11 +124,7 @@ class CROSSANTower(ItemTower):
     """CROSSAN side network as an item tower (see module docstring).
 
     Args:
-        store: cached features of 2+ modalities.
-        modalities: the subset of the store's modalities to use (None = all); the others
-            are never read.
-        layers: hidden-state entries the store holds (list, or dict per modality); only
-            checked against the store's L. None skips the check.
+        source: per-layer features of 2+ modalities (``FeatureStore``).
         stream_width: stream width per modality: None (last layer's width), an int for all
             modalities, or a dict modality -> int | None.
         bottleneck: side block bottleneck (32).
@@ -155,30 +138,44 @@ class CROSSANTower(ItemTower):
 
     def __init__(
         self,
-        store: FeatureStore,
-        modalities: list[str] | None = None,
-        layers: list[int] | dict[str, list[int]] | None = None,
-        stream_width: int | dict[str, int | None] | None = None,
-        bottleneck: int = 32,
-        cross_rank: int = 16,
-        fusion: str = "momef",
-        top_k: int | None = None,
-        aux_loss_weight: float = 0.01,
+        source: FeatureStore,
+        stream_width: PositiveInt | dict[str, PositiveInt | None] | None = None,
+        bottleneck: PositiveInt = 32,
+        cross_rank: PositiveInt = 16,
+        fusion: Literal["momef", "concat"] = "momef",
+        top_k: PositiveInt | None = None,
+        aux_loss_weight: NonNegativeFloat = 0.01,
         d_model: int = 64,
         unique_items: bool = True,
     ) -> None:
         super().__init__()
-        mods = _check_config(store, modalities, layers, fusion)
-        width = stream_widths(store, stream_width, mods)
-        self.store = store
+        mods = list(source.modalities)
+        self.check_options(mods, {"top_k": top_k})
+        _check_depths(source, mods)
+        width = stream_widths(source, stream_width, mods)
+        self.store = source
         self.modalities = mods
         self.d_model = d_model
         self.unique_items = unique_items
         self.streams = nn.ModuleDict(
-            {m: IntraStream(store.widths[m], width[m], bottleneck, gated=True) for m in mods}
+            {m: IntraStream(source.widths[m], width[m], bottleneck, gated=True) for m in mods}
         )
-        self.cross = CrossModalAdapter({m: store.widths[m] for m in mods}, width, cross_rank)
+        self.cross = CrossModalAdapter({m: source.widths[m] for m in mods}, width, cross_rank)
         self.fusion = build_fusion(fusion, width, d_model, top_k, aux_loss_weight)
+
+    @classmethod
+    def check_options(cls, modalities: list[str], options: dict) -> None:
+        if len(modalities) < 2:
+            raise ValueError(
+                f"CROSSAN exchanges information between modalities and needs at least two, got "
+                f"{modalities}; for one modality use adapter=iisan_intra"
+            )
+        top_k = options.get("top_k")
+        if top_k is not None and not 1 <= top_k < len(modalities):
+            raise ValueError(
+                f"top_k must be in 1..{len(modalities) - 1} for {len(modalities)} modalities "
+                f"(null = dense routing), got {top_k}"
+            )
 
     @property
     def num_items(self) -> int:

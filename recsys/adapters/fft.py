@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from recsys.adapters.backbone import register_tuned
+from recsys.adapters import register_adapter
+from recsys.adapters.backbone import TunedBackboneTower
 
 
 def unfreeze_all(model: nn.Module) -> None:
@@ -14,4 +15,8 @@ def unfreeze_all(model: nn.Module) -> None:
     model.requires_grad_(True)
 
 
-register_tuned("fft", unfreeze_all)
+@register_adapter("fft")
+class FullFineTuningTower(TunedBackboneTower):
+    """Every encoder weight trains (``unfreeze_all``)."""
+
+    tune = staticmethod(unfreeze_all)

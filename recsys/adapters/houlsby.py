@@ -1,10 +1,11 @@
 """``houlsby``: bottleneck adapters inside the frozen backbone (Houlsby et al. 2019).
 
-Transformers (BERT/MiniLM/ViT): two adapters in every layer, after the attention output
-projection and after the feed-forward output projection (before dropout, the residual sum
-and LayerNorm): ``x -> x + W_up·ReLU(W_down·x)`` (d -> r -> d, the IISAN ``SideBlock``:
-weights N(0, 0.01), zero biases, so the layer starts near identity). Targets: modules named
-``layer.<i>.attention.output.dense`` and ``layer.<i>.output.dense``.
+Transformers: two adapters in every layer, after the attention output projection and after
+the feed-forward output projection (before dropout and the residual sum):
+``x -> x + W_up·ReLU(W_down·x)`` (d -> r -> d, the IISAN ``SideBlock``: weights N(0, 0.01),
+zero biases, so the layer starts near identity). Targets: modules named
+``layer.<i>.attention.output.dense`` and ``layer.<i>.output.dense`` (BERT, MiniLM), or
+``layers.<i>.attention.o_proj`` and ``layers.<i>.mlp.fc2`` (ViT in transformers >= 5).
 
 Convnets (timm EfficientNet/MobileNet, ``blocks.<stage>.<block>``): a block has one output,
 so one adapter after every block, the same ``SideBlock`` applied per pixel over the channels
@@ -20,12 +21,16 @@ from __future__ import annotations
 import re
 
 import torch
+from pydantic import PositiveInt
 from torch import nn
 
-from recsys.adapters.backbone import register_tuned
+from recsys.adapters import register_adapter
+from recsys.adapters.backbone import TunedBackboneTower
 from recsys.adapters.side_block import SideBlock
 
-TRANSFORMER_TARGETS = re.compile(r"(^|\.)layer\.\d+\.(attention\.)?output\.dense$")
+TRANSFORMER_TARGETS = re.compile(
+    r"(^|\.)layer\.\d+\.(attention\.)?output\.dense$|(^|\.)layers\.\d+\.(attention\.o_proj|mlp\.fc2)$"
+)
 CONVNET_TARGETS = re.compile(r"(^|\.)blocks\.\d+\.\d+$")
 
 
@@ -50,7 +55,7 @@ def _out_channels(block: nn.Module) -> int:
     return convs[-1].out_channels
 
 
-def insert_adapters(model: nn.Module, bottleneck: int = 64) -> None:
+def insert_adapters(model: nn.Module, bottleneck: PositiveInt = 64) -> None:
     """Wrap every target of ``model`` in ``Adapted`` (in place)."""
     modules = dict(model.named_modules())
     linear = [n for n, m in modules.items() if TRANSFORMER_TARGETS.search(n) and isinstance(m, nn.Linear)]
@@ -61,7 +66,8 @@ def insert_adapters(model: nn.Module, bottleneck: int = 64) -> None:
     if not targets:
         raise ValueError(
             f"houlsby adapters go after the attention and FFN output projections of transformer "
-            f"layers ('layer.<i>.attention.output.dense', 'layer.<i>.output.dense') or after the "
+            f"layers ('layer.<i>.attention.output.dense' and 'layer.<i>.output.dense', or "
+            f"'layers.<i>.attention.o_proj' and 'layers.<i>.mlp.fc2') or after the "
             f"blocks of a timm convnet ('blocks.<s>.<b>'); {type(model).__name__} has neither "
             f"(use adapter=fft or adapter=bitfit for it)"
         )
@@ -71,4 +77,8 @@ def insert_adapters(model: nn.Module, bottleneck: int = 64) -> None:
         setattr(owner, child, Adapted(getattr(owner, child), width, bottleneck, channels_dim))
 
 
-register_tuned("houlsby", insert_adapters)
+@register_adapter("houlsby")
+class HoulsbyTower(TunedBackboneTower):
+    """Bottleneck adapters inside the frozen backbones (``insert_adapters``)."""
+
+    tune = staticmethod(insert_adapters)

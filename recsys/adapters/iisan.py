@@ -24,22 +24,37 @@ layer to it before the gated sum, while the narrower modality's layers pass unch
 their widths already equal it (``LayerAlign``: only layers of another width get a ``Linear``,
 e.g. the early stages of an EfficientNet). Intra streams keep their own widths.
 
-Layers: the tower uses all L layers of the store in order; ``layers`` (the schedule of
-hidden-state entries, faithful [0, 2, 4, 6, 8, 10, 12]) only documents/validates what the
-cache loader selected.
+Layers: the tower uses all L layers of its source in order; which hidden-state entries those
+are (faithful: [0, 2, 4, 6, 8, 10, 12]) is the adapter config's layer schedule, applied when
+the source is built (``layer_schedule.py``).
+
+Learning rates (``lr_groups``; ``SequentialRecommender.param_groups`` maps the groups to
+``optimizer.lr``): ``by_module`` puts every side-stream parameter (blocks, gates, alignment) in
+``adapter``, the whole text head in ``text_head``, the other heads and the fusion in ``head``.
+``official`` reproduces the official code's per-parameter rates, which it assigns by
+substrings of parameter names: ``adapter`` (1e-4) = the side blocks of every stream, the image
+gates and the image head's first layer; ``text_head`` (5e-5) = the text head's first layer;
+``head`` (2e-4) = the text and inter gates, the second layer of the text and image heads, both
+inter head layers and the fusion (``docs/reference-departures.md``). Streams of other
+modalities (video, audio) are grouped like the image stream.
+
+Init: PyTorch's default everywhere but the side blocks and gates (``side_block.py``);
+``image_head_init="xavier_normal"`` gives the image head's second layer (d -> d_model)
+Xavier-normal weights and a zero bias, as the official code.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import PositiveInt
 from torch import nn
 
-from recsys.adapters import ItemTower, check_store_layers, embed_unique, register_adapter, trainable
+from recsys.adapters import ItemTower, embed_unique, register_adapter, trainable
 from recsys.adapters.side_block import LayerAlign, Mix, SideBlock
 from recsys.cache.features import FeatureStore
 
-STREAMS = ("intra_inter", "intra", "inter")
-FUSIONS = ("gated", "add")
 REFERENCE_ORDER = ("image", "text")  # concat order of intra streams; "inter" comes last
 
 
@@ -97,20 +112,9 @@ def _head(d: int, d_model: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d, d), nn.Linear(d, d_model))
 
 
-def _check_config(store: FeatureStore, streams: str, fusion: str, layers: list[int] | dict | None) -> None:
-    """Raise a clear ValueError for options the store cannot serve."""
-    if streams not in STREAMS:
-        raise ValueError(f"streams must be one of {STREAMS}, got {streams!r}")
-    if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-    check_store_layers(store, layers)
-    mods = list(store.modalities)
-    depth = {m: len(store.widths[m]) for m in mods}
-    if streams != "intra" and not {"text", "image"} <= set(mods):
-        raise ValueError(
-            f"streams={streams!r} has an inter stream, which needs text and image "
-            f"features; the store has {mods}. Use streams='intra' for one modality."
-        )
+def _check_depths(source: FeatureStore, streams: str) -> None:
+    """The inter stream pairs text and image layers one by one."""
+    depth = {m: len(source.widths[m]) for m in source.modalities}
     if streams != "intra" and depth["text"] != depth["image"]:
         raise ValueError(
             f"the inter stream needs as many text as image layers, got text "
@@ -118,58 +122,80 @@ def _check_config(store: FeatureStore, streams: str, fusion: str, layers: list[i
         )
 
 
+def _ids(module: nn.Module) -> set[int]:
+    return {id(p) for p in module.parameters()}
+
+
 @register_adapter("iisan")
 class IISANTower(ItemTower):
     """IISAN side network as an item tower.
 
     Args:
-        store: cached features; every modality in it gets an intra stream (if requested).
+        source: per-layer item features (``FeatureStore``, or ``EncoderFeatures`` for
+            ``iisan_uncached``); every modality in it gets an intra stream (if requested).
         streams: ``intra_inter`` (faithful) | ``intra`` | ``inter``.
         fusion: ``gated`` (faithful) | ``add`` (see module docstring).
-        layers: hidden-state entries the store holds (list, or dict per modality); only
-            checked against the store's L. None skips the check.
         stream_width: intra width per modality: None (last layer's width), an int for all
             modalities, or a dict modality -> int | None.
         bottleneck: side block bottleneck r (64).
+        lr_groups: ``by_module`` | ``official`` (module docstring).
+        image_head_init: ``torch_default`` | ``xavier_normal`` (official).
         d_model: item embedding width (64).
         unique_items: embed each distinct id once per call and scatter back.
     """
 
     def __init__(
         self,
-        store: FeatureStore,
-        streams: str = "intra_inter",
-        fusion: str = "gated",
-        layers: list[int] | dict[str, list[int]] | None = None,
-        stream_width: int | dict[str, int | None] | None = None,
-        bottleneck: int = 64,
+        source: FeatureStore,
+        streams: Literal["intra_inter", "intra", "inter"] = "intra_inter",
+        fusion: Literal["gated", "add"] = "gated",
+        stream_width: PositiveInt | dict[str, PositiveInt | None] | None = None,
+        bottleneck: PositiveInt = 64,
+        lr_groups: Literal["by_module", "official"] = "by_module",
+        image_head_init: Literal["torch_default", "xavier_normal"] = "torch_default",
         d_model: int = 64,
         unique_items: bool = True,
     ) -> None:
         super().__init__()
-        _check_config(store, streams, fusion, layers)
-        mods = list(store.modalities)
-        width = stream_widths(store, stream_width, mods)
+        self.check_options(list(source.modalities), {"streams": streams})
+        _check_depths(source, streams)
+        mods = list(source.modalities)
+        width = stream_widths(source, stream_width, mods)
 
-        self.store = store
+        self.store = source
         self.d_model = d_model
         self.unique_items = unique_items
+        self.lr_groups = lr_groups
         gated = fusion == "gated"
         self.intra = nn.ModuleDict()
         if streams != "inter":
             order = [m for m in REFERENCE_ORDER if m in mods] + [m for m in mods if m not in REFERENCE_ORDER]
             for m in order:
-                self.intra[m] = IntraStream(store.widths[m], width[m], bottleneck, gated)
+                self.intra[m] = IntraStream(source.widths[m], width[m], bottleneck, gated)
         self.inter = None
         if streams != "intra":
             d_inter = min(width["text"], width["image"])
-            self.inter = InterStream(store.widths["text"], store.widths["image"], d_inter, bottleneck, gated)
+            widths = source.widths["text"], source.widths["image"]
+            self.inter = InterStream(*widths, d_inter, bottleneck, gated)
         self.heads = nn.ModuleDict({m: _head(s.d, d_model) for m, s in self.intra.items()})
         if self.inter is not None:
             self.heads["inter"] = _head(self.inter.d, d_model)
+        if image_head_init == "xavier_normal" and "image" in self.heads:
+            nn.init.xavier_normal_(self.heads["image"][1].weight)
+            nn.init.zeros_(self.heads["image"][1].bias)
         self.fusion = nn.Linear(d_model * len(self.heads), d_model)
         inter_mods = ["text", "image"] if self.inter is not None else []
         self.used = list(dict.fromkeys([*self.intra, *inter_mods]))  # modalities to gather
+
+    @classmethod
+    def check_options(cls, modalities: list[str], options: dict) -> None:
+        streams = options.get("streams", "intra_inter")
+        if streams != "intra" and not {"text", "image"} <= set(modalities):
+            raise ValueError(
+                f"streams={streams!r} has an inter stream, which needs text and image "
+                f"features; the adapter has {modalities}. Use streams='intra' (adapter=iisan_intra) "
+                "for one modality."
+            )
 
     @property
     def num_items(self) -> int:
@@ -191,9 +217,23 @@ class IISANTower(ItemTower):
         return self.embed(item_ids.reshape(-1)).reshape(*item_ids.shape, self.d_model)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        heads = [h for m, h in self.heads.items() if m != "text"]
-        return {
-            "adapter": trainable(p for s in (self.intra, self.inter) if s for p in s.parameters()),
-            "text_head": trainable(self.heads["text"].parameters()) if "text" in self.heads else [],
-            "head": trainable(p for mod in (*heads, self.fusion) for p in mod.parameters()),
-        }
+        streams = {**self.intra, **({"inter": self.inter} if self.inter is not None else {})}
+        if self.lr_groups == "by_module":
+            heads = [h for m, h in self.heads.items() if m != "text"]
+            return {
+                "adapter": trainable(p for s in streams.values() for p in s.parameters()),
+                "text_head": trainable(self.heads["text"].parameters()) if "text" in self.heads else [],
+                "head": trainable(p for mod in (*heads, self.fusion) for p in mod.parameters()),
+            }
+        groups: dict[str, list[nn.Parameter]] = {"adapter": [], "text_head": [], "head": []}
+        for m, stream in streams.items():  # gates of the text and inter streams: head rate
+            gates = _ids(stream.mixes)
+            gate_group = "head" if m in ("text", "inter") else "adapter"
+            for p in stream.parameters():
+                groups[gate_group if id(p) in gates else "adapter"].append(p)
+        for m, (first, second) in self.heads.items():
+            first_group = {"text": "text_head", "inter": "head"}.get(m, "adapter")
+            groups[first_group] += first.parameters()
+            groups["head"] += second.parameters()
+        groups["head"] += self.fusion.parameters()
+        return {name: trainable(params) for name, params in groups.items()}

@@ -1,5 +1,10 @@
 """Which hidden-state entries of a frozen encoder feed the side network ("layer dropping").
 
+This module alone decides it: the encoders use ``group_layer_schedule`` to cache only a
+schedule's entries (``encoder.*.layer_groups``), and the builder (cached features) and
+``LiveEncoders`` (encoders in the training step) use ``select_entries`` to pick, among the
+entries on offer, those a tower reads (``adapter.layers`` / ``adapter.layer_groups``).
+
 An encoder with D layers returns D+1 hidden-state entries (entry 0 = embedding output).
 IISAN keeps entries [0, 2, 4, ..., 12] of a 12-layer BERT/ViT; IISAN-Versa generalises this
 to any depth by splitting the D layers into G even groups and keeping the embedding output
@@ -14,9 +19,15 @@ Example:
     [0, 2, 4, 6, 8, 10, 12]
     >>> group_layer_schedule(num_entries=33, groups=6)
     [0, 2, 8, 14, 20, 26, 32]
+    >>> select_entries({"text": list(range(7)), "image": list(range(8))}, layer_groups=None)
+    {'text': [0, 1, 2, 3, 4, 5, 6], 'image': [0, 2, 3, 4, 5, 6, 7]}
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+Layers = list[int] | dict[str, list[int]] | None
 
 
 def group_layer_schedule(num_entries: int, groups: int | None) -> list[int]:
@@ -41,3 +52,45 @@ def group_layer_schedule(num_entries: int, groups: int | None) -> list[int]:
     if depth - (groups - 1) * size < 1:
         return [0] + list(range(depth - groups + 1, depth + 1))
     return [0] + [depth - k * size for k in reversed(range(groups))]
+
+
+def select_entries(
+    available: Mapping[str, list[int]],
+    layers: Layers = None,
+    layer_groups: int | None = None,
+    last_only: bool = False,
+) -> dict[str, list[int]]:
+    """The hidden-state entries each modality's stream reads, among those on offer.
+
+    Args:
+        available: modality -> entry indices on offer, in order (a cache's entries, or
+            every entry of an encoder).
+        layers: explicit entries: one list for every modality, or a dict per modality; each
+            must be on offer. Takes precedence over ``layer_groups``.
+        layer_groups: G: the group rule over the entries on offer (by position). None (and
+            no ``layers``): every entry of the shallowest modality, deeper ones grouped to as
+            many, so paired (inter, cross-modal) streams stay aligned layer by layer.
+        last_only: only each modality's last entry (towers without a layer schedule).
+
+    Returns:
+        modality -> selected entry indices, in order.
+    """
+    offered = {m: [int(i) for i in entries] for m, entries in available.items()}
+    if last_only:
+        return {m: entries[-1:] for m, entries in offered.items()}
+    if layers is not None:
+        per_modality = layers if hasattr(layers, "keys") else {m: layers for m in offered}
+        missing = [m for m in offered if m not in per_modality]
+        if missing:
+            raise ValueError(f"adapter.layers has no schedule for modalities {missing}")
+        chosen = {m: [int(i) for i in per_modality[m]] for m in offered}
+        for m, entries in chosen.items():
+            absent = [i for i in entries if i not in offered[m]]
+            if absent:
+                raise ValueError(
+                    f"adapter.layers selects {m} entries {absent} that are not on offer "
+                    f"(available hidden-state entries: {offered[m]})"
+                )
+        return chosen
+    groups = layer_groups or min(map(len, offered.values())) - 1
+    return {m: [e[i] for i in group_layer_schedule(len(e), groups)] for m, e in offered.items()}

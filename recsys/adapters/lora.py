@@ -7,7 +7,8 @@ Only ``A``, ``B`` (``adapter`` group, lr 1e-4), the heads and the user encoder t
 
 Targets (``targets``: module-name suffixes, or null = the first family the model has):
 
-- transformers attention (BERT/MiniLM/ViT): ``query`` / ``value`` (Linear), the paper's Q/V;
+- transformers attention: ``query`` / ``value`` (Linear; BERT, MiniLM) or ``q_proj`` / ``v_proj``
+  (ViT in transformers >= 5, LLaMA/Qwen), the paper's Q/V;
 - timm convnets with inverted-residual blocks (EfficientNet, MobileNet): their 1x1
   pointwise convolutions ``conv_pw`` / ``conv_pwl`` (the dense channel mixing; the 3x3
   depthwise convolutions stay frozen). peft's Conv2d LoRA makes ``A`` a 1x1 conv
@@ -18,12 +19,15 @@ A model with none of them raises a ValueError.
 
 from __future__ import annotations
 
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import nn
 
-from recsys.adapters.backbone import register_tuned
+from recsys.adapters import register_adapter
+from recsys.adapters.backbone import TunedBackboneTower
 
 FAMILIES = {  # module-name suffixes -> the module type they must have
     ("query", "value"): nn.Linear,
+    ("q_proj", "v_proj"): nn.Linear,
     ("conv_pw", "conv_pwl"): nn.Conv2d,
 }
 
@@ -57,10 +61,10 @@ def lora_targets(model: nn.Module, targets: list[str] | tuple[str, ...] | None =
 
 def inject_lora(
     model: nn.Module,
-    r: int = 8,
-    alpha: float = 16,
-    dropout: float = 0.1,
-    targets: list[str] | tuple[str, ...] | None = None,
+    r: PositiveInt = 8,
+    alpha: PositiveFloat = 16,
+    dropout: NonNegativeFloat = 0.1,
+    targets: list[str] | None = None,
 ) -> None:
     """Wrap ``model``'s target projections with LoRA adapters of rank ``r`` (in place)."""
     from peft import LoraConfig, inject_adapter_in_model
@@ -70,4 +74,8 @@ def inject_lora(
     inject_adapter_in_model(config, model)
 
 
-register_tuned("lora", inject_lora)
+@register_adapter("lora")
+class LoRATower(TunedBackboneTower):
+    """LoRA on the encoders' pretrained projections (``inject_lora``)."""
+
+    tune = staticmethod(inject_lora)

@@ -1,7 +1,12 @@
-"""Config -> objects: the datamodule, the feature store, the model, callbacks and loggers.
+"""Config -> objects: the datamodule, the item tower's source, the model, callbacks, loggers.
 
-Shared by `recsys-train` and `recsys-eval` so both build exactly the same thing from a
-(composed or saved) Hydra config.
+Shared by `recsys-train`, `recsys-eval` and `recsys-export` so all build exactly the same
+thing from a (composed or saved) config. Nothing here knows any particular tower: a tower
+class declares what it reads (``ItemTower.reads``) and whether it has a layer schedule, the
+source is built accordingly (``build_item_source``), and the tower builds itself from a
+``TowerContext`` (``recsys.adapters``). The model comes from the user-encoder registry
+(``model.name``); only trainer, callbacks and loggers are instantiated from ``_target_``, and
+only for training.
 """
 
 from __future__ import annotations
@@ -13,39 +18,45 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from recsys.adapters import build_item_tower, layers_per_modality
-from recsys.adapters.layer_schedule import group_layer_schedule
-from recsys.cache.features import FeatureStore
+from recsys.adapters import FRAMEWORK_KEYS, SCHEDULE_KEYS, TowerContext, tower_class
+from recsys.adapters.backbone import LiveEncoders
+from recsys.adapters.layer_schedule import select_entries
 from recsys.cache.manifest import CachePaths, read_json
 from recsys.cache.store import load_feature_store
 from recsys.data.datamodule import SequenceDataModule
+from recsys.models import build_user_encoder
 from recsys.models.recommender import SequentialRecommender
 from recsys.train.module import RecommenderModule
 
 log = logging.getLogger(__name__)
 
 
-def adapter_encoders(cfg: DictConfig) -> dict[str, DictConfig]:
-    """modality -> encoder config, for the modalities the adapter consumes
-    (``adapter.modalities``) that have an encoder selected: ``encoder/image=none`` turns a
-    two-modality adapter into a text-only one (its streams must allow that)."""
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def job_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved job config as plain containers (a ``hydra`` node left out): what
+    results.json, checkpoints and loggers record."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
+def adapter_encoders(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """modality -> encoder config, for the modalities the adapter lists (``adapter.modalities``)
+    that have an encoder selected: ``encoder/image=none`` turns a two-modality adapter into a
+    text-only one (the config check says whether its tower allows that)."""
     wanted = list(cfg.adapter.get("modalities") or [])
-    encoders = {m: cfg.encoder[m] for m in wanted if cfg.encoder.get(m)}  # none.yaml -> {}
+    encoders = {m: _plain(cfg.encoder[m]) for m in wanted if cfg.encoder.get(m)}  # none.yaml -> {}
     skipped = [m for m in wanted if m not in encoders]
-    if wanted and not encoders:
-        raise ValueError(
-            f"adapter {cfg.adapter.name!r} reads modalities {wanted} but no encoder is selected "
-            f"for any of them: choose one, e.g. encoder/{wanted[0]}=<name>"
-        )
     if skipped:
         log.info("adapter %s: no encoder selected for %s, using %s", cfg.label, skipped, list(encoders))
     return encoders
 
 
-def active_encoders(cfg: DictConfig) -> dict[str, DictConfig]:
-    """modality -> encoder config, for the modalities whose CACHED features the adapter reads:
-    none when it runs its encoders in the training step (``adapter.needs_encoders``)."""
-    return {} if cfg.adapter.get("needs_encoders") else adapter_encoders(cfg)
+def cached_encoders(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """modality -> encoder config, for the modalities whose CACHED features the adapter reads
+    (none unless its tower declares ``reads = "cache"``)."""
+    return adapter_encoders(cfg) if tower_class(cfg.adapter.name).reads == "cache" else {}
 
 
 def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
@@ -61,41 +72,37 @@ def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
     return dm
 
 
-def build_feature_store(cfg: DictConfig, dm: SequenceDataModule) -> tuple[FeatureStore | None, dict]:
-    """Load the cached hidden states the adapter needs; returns (store, cache facts:
-    ``cache_build_s`` and ``cache_bytes`` summed over the encoders read, null without a cache)."""
-    encoders = active_encoders(cfg)
-    if not encoders:
-        return None, {"cache_build_s": None, "cache_bytes": None}
+def _schedule(cfg: DictConfig) -> dict[str, Any]:
+    """The adapter's layer schedule as ``select_entries`` keywords."""
+    if not tower_class(cfg.adapter.name).layer_schedule:
+        return {"last_only": True}
+    return {"layers": _plain(cfg.adapter.get("layers")), "layer_groups": cfg.adapter.get("layer_groups")}
+
+
+def _cached_features(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Any, dict[str, Any]]:
+    """(FeatureStore of the scheduled cached entries, cache facts)."""
+    encoders = cached_encoders(cfg)
     manifests = {}
     for modality, enc in encoders.items():
-        manifests[modality] = read_json(CachePaths.of(cfg.cache.dir, enc.name).manifest)
+        manifests[modality] = read_json(CachePaths.of(cfg.cache.dir, enc["name"]).manifest)
         if manifests[modality] is None:
             raise FileNotFoundError(
-                f"no {modality} cache for encoder {enc.name!r} in {cfg.cache.dir}: run "
-                f"`recsys-cache data={cfg.data.name} encoder/{modality}={enc.name}` "
+                f"no {modality} cache for encoder {enc['name']!r} in {cfg.cache.dir}: run "
+                f"`recsys-cache data={cfg.data.name} encoder/{modality}={enc['name']}` "
                 "(recsys-train does it itself with prepare=true)"
             )
-    # The schedule picks among the CACHED hidden-state entries (all of the encoder's, or the
-    # subset a cache built with encoder.layer_groups kept). No layer dropping (layer_groups
-    # null) keeps every cached entry of the shallowest encoder and groups deeper ones to as
-    # many blocks, so paired (inter) streams stay aligned.
-    cached = {m: man["encoder"]["layers"] for m, man in manifests.items()}
-    groups = cfg.adapter.get("layer_groups") or min(map(len, cached.values())) - 1
-    explicit = layers_per_modality(cfg.adapter.get("layers"), list(encoders)) or {}
-    layers = {
-        m: explicit.get(m) or [entries[i] for i in group_layer_schedule(len(entries), groups)]
-        for m, entries in cached.items()
-    }
+    # The schedule picks among the CACHED entries: all of an encoder's, or the subset a cache
+    # built with encoder.layer_groups kept.
+    layers = select_entries({m: man["encoder"]["layers"] for m, man in manifests.items()}, **_schedule(cfg))
     facts = {
         "cache_build_s": sum(float(man["build"]["seconds"]) for man in manifests.values()),
         "cache_bytes": sum(
-            CachePaths.of(cfg.cache.dir, e.name).features.stat().st_size for e in encoders.values()
+            CachePaths.of(cfg.cache.dir, e["name"]).features.stat().st_size for e in encoders.values()
         ),
     }
     store = load_feature_store(
         cfg.cache.dir,
-        {m: e.name for m, e in encoders.items()},
+        {m: e["name"] for m, e in encoders.items()},
         layers,
         residency=cfg.cache.residency,
         fingerprint=dm.fingerprint,
@@ -104,26 +111,32 @@ def build_feature_store(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Featur
     return store, facts
 
 
-def build_module(cfg: DictConfig, dm: SequenceDataModule, store: FeatureStore | None) -> RecommenderModule:
-    adapter_cfg = OmegaConf.to_container(cfg.adapter, resolve=True)
-    if adapter_cfg.pop("needs_encoders", False):
-        # Encoders in the training step (recsys/adapters/backbone.py): the tower gets the
-        # encoder configs and the item records 1..N instead of a store, and its layer options.
-        encoders = adapter_encoders(cfg)
-        adapter_cfg.pop("modalities")
-        adapter_cfg["encoders"] = {m: OmegaConf.to_container(e, resolve=True) for m, e in encoders.items()}
-        adapter_cfg["items"] = dm.items.to_dicts()
-    else:
-        # The store already holds only the scheduled layers (build_feature_store).
-        for key in ("modalities", "layers", "layer_groups"):
-            adapter_cfg.pop(key, None)
-        if store is None:
-            adapter_cfg["num_items"] = dm.num_items
-    tower = build_item_tower(adapter_cfg.pop("name"), store, **adapter_cfg)
-    user_encoder = instantiate(cfg.model)
-    model = SequentialRecommender(tower, user_encoder)
+def build_item_source(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Any, dict[str, Any]]:
+    """What the adapter's tower reads (``ItemTower.reads``): a ``FeatureStore`` of the cached
+    hidden states, ``LiveEncoders``, or None; and the cache facts for results.json
+    (``cache_build_s``, ``cache_bytes``, null without a cache)."""
+    no_cache = {"cache_build_s": None, "cache_bytes": None}
+    reads = tower_class(cfg.adapter.name).reads
+    if reads == "cache":
+        return _cached_features(cfg, dm)
+    if reads == "encoders":
+        return LiveEncoders(adapter_encoders(cfg), dm.items.to_dicts(), **_schedule(cfg)), no_cache
+    return None, no_cache
+
+
+def tower_options(cfg: DictConfig) -> dict[str, Any]:
+    """The adapter config minus the keys the framework consumes: the tower's own options."""
+    framework = FRAMEWORK_KEYS + SCHEDULE_KEYS
+    return {k: v for k, v in _plain(cfg.adapter).items() if k not in framework}
+
+
+def build_module(cfg: DictConfig, dm: SequenceDataModule, source: Any) -> RecommenderModule:
+    model_cfg = _plain(cfg.model)
+    user_encoder = build_user_encoder(model_cfg.pop("name"), **model_cfg)
+    context = TowerContext(source, dm.num_items, int(cfg.model.d_model))
+    tower = tower_class(cfg.adapter.name).from_context(context, **tower_options(cfg))
     return RecommenderModule(
-        model,
+        SequentialRecommender(tower, user_encoder),
         dm.train_popularity,
         lrs=dict(cfg.optimizer.lr),
         loss=cfg.loss.name,
@@ -132,12 +145,16 @@ def build_module(cfg: DictConfig, dm: SequenceDataModule, store: FeatureStore | 
         ks=tuple(cfg.eval.ks),
         tie_policy=cfg.eval.tie_policy,
         chunk_size=cfg.eval.chunk_size,
+        mask_target_in_history=cfg.eval.mask_target_in_history,
+        config=job_config(cfg),
     )
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """Training callbacks (``callbacks.*``, instantiated from ``_target_``)."""
     return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
+    """Training loggers (``logger.*``, instantiated from ``_target_``)."""
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
