@@ -1,5 +1,6 @@
 # Every target sets itself up: `make demo` and `make test` work on a fresh machine.
-# The venv is (re)installed only when pyproject.toml changes (stamp file).
+# The venv is (re)installed only when pyproject.toml or constraints.txt changes (stamp file):
+# pyproject.toml states compatible ranges, constraints.txt the exact tested versions.
 VENV    ?= .venv
 PYTHON  ?= python3
 BIN     := $(VENV)/bin
@@ -10,9 +11,9 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install demo test test-fast lint clean-data
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[dev,lora,sweeps]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,lora,sweeps]"
 	touch $(STAMP)
 
 install: $(STAMP)
