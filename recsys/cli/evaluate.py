@@ -2,11 +2,14 @@
 
     recsys-eval run_dir=outputs/train/2026-11-23_12-00-00
     recsys-eval run_dir=... checkpoint=last stages=[test] eval.tie_policy=optimistic
+    recsys-eval run_dir=... eval.mask_target_in_history=false   # the other masking protocol
     recsys-eval run_dir=... devices=4 strategy=ddp     # users sharded over 4 GPUs
 
 Rebuilds the data, the cached features and the model from the run's resolved config
-(stored in its results.json), loads the checkpoint safely (`weights_only=True`), runs
-full-ranking evaluation and writes `<run_dir>/eval.json` (atomically).
+(results.json, or .hydra/ for a killed run; checked as untrusted input), loads the
+checkpoint safely (`weights_only=True`), runs full-ranking evaluation with the run's own
+evaluation settings (each `eval.*` given here replaces one) and writes `<run_dir>/eval.json`
+(atomically) with the settings used.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from recsys.atomic_io import write_json_atomic
-from recsys.cli import CONF_DIR
+from recsys.cli import CONFIG_PATH, config_errors_exit
+from recsys.config.schema import check_config
 from recsys.train.restore import restore_run
 
 log = logging.getLogger(__name__)
@@ -29,10 +33,14 @@ log = logging.getLogger(__name__)
 def evaluate(
     run_dir: str | Path, checkpoint: str, stages: list[str], overrides: DictConfig
 ) -> dict[str, Any]:
-    """Evaluate ``run_dir``'s checkpoint on ``stages``; returns {"val": {...}, "test": {...}}."""
+    """Evaluate ``run_dir``'s checkpoint on ``stages``; returns {"val": {...}, "test": {...},
+    "eval": the evaluation settings used}. ``overrides`` is the composed eval config: its
+    non-null ``eval.*`` replace the run's own, its ``data.*`` (if any) are merged in."""
     run_dir = Path(run_dir)
-    merge = {"eval": overrides.eval, "data": overrides.get("data") or {}}
-    _, dm, module = restore_run(run_dir, checkpoint, merge)
+    given = OmegaConf.to_container(overrides.eval, resolve=True) if "eval" in overrides else {}
+    chosen = {k: v for k, v in given.items() if v is not None}
+    merge = {"eval": chosen, "data": overrides.get("data") or {}}
+    cfg, dm, module = restore_run(run_dir, checkpoint, merge)
     trainer = pl.Trainer(
         accelerator=overrides.accelerator,
         devices=overrides.devices,
@@ -42,7 +50,7 @@ def evaluate(
         enable_checkpointing=False,
         enable_model_summary=False,
     )
-    out: dict[str, Any] = {"checkpoint": str(checkpoint)}
+    out: dict[str, Any] = {"checkpoint": str(checkpoint), "eval": OmegaConf.to_container(cfg.eval)}
     for stage in stages:
         run = trainer.validate if stage == "val" else trainer.test
         metrics = run(module, datamodule=dm, verbose=False)[0]
@@ -53,8 +61,10 @@ def evaluate(
     return out
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
+@config_errors_exit
 def main(cfg: DictConfig) -> None:
+    check_config(cfg, "eval")
     out = evaluate(cfg.run_dir, cfg.checkpoint, list(cfg.stages), cfg)
     for stage in cfg.stages:
         print(stage, " ".join(f"{k}={v:.4f}" for k, v in sorted(out[stage].items())))

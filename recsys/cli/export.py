@@ -12,12 +12,15 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from recsys.cli import CONF_DIR
+from recsys.cli import CONFIG_PATH, config_errors_exit
+from recsys.config.schema import check_config
 from recsys.serving.export import export_run
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
+@config_errors_exit
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of ``recsys-export``."""
+    check_config(cfg, "export")
     out = export_run(cfg.run_dir, cfg.out_dir, cfg.checkpoint)
     print(f"[recsys-export] {cfg.run_dir} ({cfg.checkpoint}) -> {out}")

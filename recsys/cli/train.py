@@ -13,31 +13,66 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from recsys.atomic_io import write_json_atomic
-from recsys.cli import CONF_DIR
+from recsys.cli import CONFIG_PATH, config_errors_exit
 from recsys.cli.prepare import prepare_inputs
+from recsys.config.schema import check_config
 from recsys.eval.popularity import evaluate_popularity
 from recsys.train.builders import (
     build_callbacks,
     build_datamodule,
-    build_feature_store,
+    build_item_source,
     build_loggers,
     build_module,
+    job_config,
 )
 from recsys.train.efficiency import EfficiencyCallback
+from recsys.train.restore import load_checkpoint
 from recsys.train.results import format_summary
 
 log = logging.getLogger(__name__)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM / SIGINT during a run (a BaseException: nothing on the way may swallow it)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+@contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGINT raise ``RunInterrupted`` (main thread only;
+    Lightning's own SIGTERM handler still runs first, then calls this one)."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise RunInterrupted(signum)
+
+    try:
+        previous = {s: signal.signal(s, interrupt) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread: signals cannot be handled here
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _floats(metrics: list[dict[str, Any]]) -> dict[str, float]:
@@ -75,11 +110,26 @@ def _completed(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     return done
 
 
+def _continue_wandb_run(cfg: DictConfig) -> None:
+    """A resumed run (``ckpt_path``) logs into the W&B run of the checkpoint's config."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if not cfg.ckpt_path or wandb_cfg is None:
+        return
+    saved = load_checkpoint(cfg.ckpt_path).get("hyper_parameters") or {}
+    saved_id = ((saved.get("logger") or {}).get("wandb") or {}).get("id")
+    if saved_id and saved_id != wandb_cfg.id:
+        log.info("resuming W&B run %s of %s", saved_id, cfg.ckpt_path)
+        wandb_cfg.id = saved_id
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job from a composed config and return its results record; with
-    ``skip_complete``, a job already complete in its output dir is not run again."""
+    ``skip_complete``, a job already complete in its output dir is not run again. The config
+    is checked first (``ConfigError`` before any work)."""
+    check_config(cfg, "train")
+    _continue_wandb_run(cfg)
     out_dir = Path(cfg.paths.output_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = job_config(cfg)
     if cfg.get("skip_complete") and (done := _completed(out_dir, config)) is not None:
         log.info("skipping %s: already complete with this config (skip_complete=true)", out_dir)
         print(format_summary(done))
@@ -94,37 +144,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "baselines": {},
         "efficiency": {},
         "error": None,
+        "signal": None,
         "config": config,
     }
     try:
-        if cfg.prepare:
-            prepare_inputs(cfg)
-        pl.seed_everything(cfg.seed, workers=True)
-        dm = build_datamodule(cfg)
-        store, cache_facts = build_feature_store(cfg, dm)
-        module = build_module(cfg, dm, store)
-        callbacks = build_callbacks(cfg)
-        loggers = build_loggers(cfg)
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
-
-        best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
-        results["metrics"]["val"] = _floats(
-            trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
-        )
-        results["metrics"]["test"] = _floats(
-            trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
-        )
-        results["baselines"]["popularity"] = {
-            "test": evaluate_popularity(dm, ks=tuple(cfg.eval.ks), tie_policy=cfg.eval.tie_policy)
-        }
-        efficiency = next((c for c in callbacks if isinstance(c, EfficiencyCallback)), None)
-        results["efficiency"] = (efficiency.summary() if efficiency else {}) | cache_facts
-        results["status"] = "complete"
-        for logger in loggers:
-            logger.log_metrics(
-                {f"summary/{k}": v for k, v in results["efficiency"].items() if isinstance(v, (int, float))}
-            )
+        with stop_signals_raise():
+            _run(cfg, results)
+    except (RunInterrupted, SIGTERMException) as stop:
+        results["status"] = "interrupted"
+        results["signal"] = signal.Signals(getattr(stop, "signum", signal.SIGTERM)).name
+        raise
     except Exception:
         results["error"] = traceback.format_exc()
         raise
@@ -138,9 +167,44 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
+    """Prepare, fit, test at the best checkpoint, popularity baseline, efficiency: into ``results``."""
+    if cfg.prepare:
+        prepare_inputs(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    dm = build_datamodule(cfg)
+    source, cache_facts = build_item_source(cfg, dm)
+    module = build_module(cfg, dm, source)
+    callbacks = build_callbacks(cfg)
+    loggers = build_loggers(cfg)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+
+    best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
+    for stage, run in (("val", trainer.validate), ("test", trainer.test)):
+        results["metrics"][stage] = _floats(run(module, datamodule=dm, ckpt_path=best, verbose=False))
+    results["baselines"]["popularity"] = {
+        "test": evaluate_popularity(
+            dm, ks=tuple(cfg.eval.ks), tie_policy=cfg.eval.tie_policy,
+            mask_target=cfg.eval.mask_target_in_history,
+        )
+    }
+    efficiency = next((c for c in callbacks if isinstance(c, EfficiencyCallback)), None)
+    results["efficiency"] = (efficiency.summary() if efficiency else {}) | cache_facts
+    results["status"] = "complete"
+    for logger in loggers:
+        logger.log_metrics(
+            {f"summary/{k}": v for k, v in results["efficiency"].items() if isinstance(v, (int, float))}
+        )
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+@config_errors_exit
 def main(cfg: DictConfig) -> float | None:
-    results = train(cfg)
+    try:
+        results = train(cfg)
+    except RunInterrupted as stop:
+        raise SystemExit(128 + stop.signum) from None
     return results["metrics"]["val"].get(cfg.eval.monitor.split("/", 1)[1])
 
 

@@ -41,6 +41,11 @@ class RecommenderModule(pl.LightningModule):
         ks: cut-offs for HR/NDCG/MRR.
         tie_policy: how items scored equal to the target count ("pessimistic" default).
         chunk_size: items scored per chunk in full ranking.
+        mask_target_in_history: a target that repeats a history item is masked too
+            (``full_ranking_ranks(mask_target=...)``).
+        config: the run's resolved config (plain containers): saved as the module's
+            hyper-parameters, so it travels in every checkpoint and is logged to every
+            logger (W&B config, CSV hparams.yaml).
     """
 
     def __init__(
@@ -54,8 +59,12 @@ class RecommenderModule(pl.LightningModule):
         ks: tuple[int, ...] = (5, 10, 20),
         tie_policy: str = "pessimistic",
         chunk_size: int = 65536,
+        mask_target_in_history: bool = False,
+        config: dict | None = None,
     ) -> None:
         super().__init__()
+        if config is not None:
+            self.save_hyperparameters(config)
         if loss not in ("in_batch", "full"):
             raise ValueError(f"loss must be 'in_batch' or 'full', got {loss!r}")
         self.model = model
@@ -65,6 +74,7 @@ class RecommenderModule(pl.LightningModule):
         self.cross_rank_negatives = cross_rank_negatives
         self.tie_policy = tie_policy
         self.chunk_size = chunk_size
+        self.mask_target_in_history = mask_target_in_history
         self.register_buffer("log_pop", log_popularity(train_popularity), persistent=False)
         self.val_metrics = RankingMetrics(ks=tuple(ks))
         self.test_metrics = RankingMetrics(ks=tuple(ks))
@@ -111,6 +121,7 @@ class RecommenderModule(pl.LightningModule):
             batch["history"],
             tie_policy=self.tie_policy,
             chunk_size=self.chunk_size,
+            mask_target=self.mask_target_in_history,
         )
         metrics.update(ranks)
 

@@ -2,14 +2,16 @@
 
 Layout (all keys always present; figures that do not apply are null):
 
-    {"status": "complete" | "failed",
+    {"status": "complete" | "failed" | "interrupted",
      "method": label (the adapter config chosen), "adapter": registry name,
      "dataset": data name, "seed": int,
      "metrics": {"val": {...best validation...}, "test": {...at best checkpoint...}},
      "baselines": {"popularity": {"test": {...}}},
      "efficiency": {...EfficiencyCallback.summary()..., "cache_build_s": float | null,
                     "cache_bytes": int | null},
-     "error": str | null, "config": resolved Hydra config}
+     "error": str | null (the traceback of a failed run),
+     "signal": "SIGTERM" | "SIGINT" | null (what interrupted the run),
+     "config": resolved Hydra config (also the checkpoints' hyper-parameters)}
 
 Written atomically (temp file + rename) so a killed job never leaves half a file, and a
 sweep can treat "results.json with status complete" as done.
