@@ -13,22 +13,20 @@ Directory ``<processed_dir>/`` (see docs/architecture.md):
 - ``stats.json``: ``dataset``, ``users``, ``items``, ``interactions``, ``dropped``
   (reason -> count), ``missing`` (field -> items with null), ``protocol``, ``source``.
 
-Directories are written atomically: into a hidden sibling staging directory, then renamed.
+Directories are written atomically (``recsys.atomic_io.atomic_path``): into a hidden sibling
+staging directory, then swapped in.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+
+from recsys.atomic_io import atomic_path
 
 ITEMS_SCHEMA = {
     "item_id": pl.Int32,
@@ -47,36 +45,6 @@ FINGERPRINT_COLUMNS = ("item_id", "key", "title", "image_path")
 
 class ProcessedDataError(ValueError):
     """A processed dataset file is missing or does not follow the canonical schema."""
-
-
-@contextlib.contextmanager
-def atomic_directory(final_dir: Path | str, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a staging directory that replaces ``final_dir`` only if the block succeeds.
-
-    The staging directory is a hidden sibling of ``final_dir`` (same file system, so the
-    final rename is atomic). On an exception it is removed and ``final_dir`` is untouched.
-
-    Raises:
-        FileExistsError: ``final_dir`` exists and ``overwrite`` is False.
-    """
-    final_dir = Path(final_dir).absolute()
-    if final_dir.exists() and not overwrite:
-        raise FileExistsError(f"{final_dir} exists; pass overwrite=True to replace it")
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.staging-", dir=final_dir.parent))
-    staging.chmod(0o755)  # mkdtemp creates 0700
-    try:
-        yield staging
-        if final_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.old-", dir=final_dir.parent))
-            os.replace(final_dir, retired / final_dir.name)
-            os.replace(staging, final_dir)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, final_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _check_schema(frame: pl.DataFrame, schema: dict, path: Path, optional: dict | None = None):
@@ -184,11 +152,16 @@ class ProcessedDataset:
             out.write("\n")
 
     def save(self, directory: Path | str, overwrite: bool = False) -> Path:
-        """Validate, then write atomically to ``directory``; returns its absolute path."""
+        """Validate, then write atomically to ``directory``; returns its absolute path.
+        An existing ``directory`` is replaced only with ``overwrite``."""
         self.validate()
-        with atomic_directory(directory, overwrite=overwrite) as staging:
+        directory = Path(directory).absolute()
+        if directory.exists() and not overwrite:
+            raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it")
+        with atomic_path(directory) as staging:
+            staging.mkdir()
             self.write_into(staging)
-        return Path(directory).absolute()
+        return directory
 
     @classmethod
     def load(cls, directory: Path | str, validate: bool = True) -> ProcessedDataset:

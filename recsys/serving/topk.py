@@ -4,8 +4,10 @@
     >>> rec.recommend(["50", "181", "258"], k=5)        # item keys of the dataset, oldest first
     Recommendation(items=[...], scores=[...], unknown=[])
 
-The user encoder class is looked up in ``USER_ENCODERS`` (never imported from a string in
-the file) and its weights come from safetensors: loading an export runs no code from it.
+The user encoder is looked up by name in the user-encoder registry (never imported from a
+string in the file) and its weights come from safetensors: loading an export runs no code
+from it. This module imports nothing of Lightning or Hydra: a server needs torch, polars and
+safetensors only.
 
 Scoring is the training model's: the last ``window`` known items of the history, left-padded,
 go through the user encoder; the state at the last position is dotted with every item
@@ -24,10 +26,10 @@ import torch
 from safetensors.torch import load_file
 
 from recsys.eval.ranking import chunked_topk
-from recsys.models.sasrec import SASRec
-from recsys.serving.export import FORMAT_VERSION
+from recsys.models import USER_ENCODERS, build_user_encoder
 
-USER_ENCODERS = {"recsys.models.sasrec.SASRec": SASRec}
+#: Version of the export layout (``recsys.serving.export`` writes it, this module reads it).
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -61,10 +63,10 @@ class ExportedRecommender:
             raise ValueError(f"{meta_file}: format_version {meta.get('format_version')} is not "
                              f"{FORMAT_VERSION}; re-export the run with this version of recsys")
         spec = meta["user_encoder"]
-        if spec["class"] not in USER_ENCODERS:
-            known = list(USER_ENCODERS)
-            raise ValueError(f"{meta_file}: user encoder {spec['class']!r} is not one of {known}")
-        encoder = USER_ENCODERS[spec["class"]](**spec["args"])
+        if spec["name"] not in USER_ENCODERS:
+            known = USER_ENCODERS.names()
+            raise ValueError(f"{meta_file}: user encoder {spec['name']!r} is not one of {known}")
+        encoder = build_user_encoder(spec["name"], **spec["options"])
         encoder.load_state_dict(load_file(export_dir / "user_encoder.safetensors"))
         table = load_file(export_dir / "item_embeddings.safetensors")["item_embeddings"]
         items = pl.read_parquet(export_dir / "items.parquet").sort("item_id")
