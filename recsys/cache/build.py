@@ -10,8 +10,9 @@
   batch ``<name>.progress.json`` records the rows done (atomic rename). A rerun after a
   kill continues from there with the same batches, so the result is byte-identical to an
   uninterrupted build; the finished file is renamed into place, then the manifest written;
-- eval mode, no grad, batched, bf16/fp16 autocast on CUDA only, tqdm progress bar; the
-  build time and items/s are recorded in the manifest.
+- eval mode, no grad, batched, bf16/fp16 autocast on CUDA only (``cache.amp``; the precision
+  is part of the manifest key, so a float32 cache is never taken for a bf16 one), tqdm
+  progress bar; the build time and items/s are recorded in the manifest.
 
 Example:
     >>> manifest = build_cache(encoder, items.to_dicts(), dataset.fingerprint(), "cache/ml")
@@ -46,13 +47,15 @@ ON_MISMATCH = ("rebuild", "refuse")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 
 
-def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on CUDA; nothing on other devices (CPU stays float32)."""
+def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype encoders run in: bf16/fp16 on CUDA, None (float32) elsewhere."""
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp {amp!r} not in {sorted(AMP_DTYPES)}")
-    if device.type != "cuda" or AMP_DTYPES[amp] is None:
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=AMP_DTYPES[amp])
+    return AMP_DTYPES[amp] if device.type == "cuda" else None
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def _check_records(records: list[dict[str, Any]]) -> None:
@@ -103,7 +106,10 @@ def build_cache(
     paths.features.parent.mkdir(parents=True, exist_ok=True)
     n = len(records)
     shape = (n + 1, len(encoder.layer_widths), max(encoder.layer_widths))
-    key = manifest_key(encoder.identity(), fingerprint, shape, dtype)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = autocast_dtype(device, amp)  # features differ with it: part of the cache's identity
+    autocast = None if precision is None else str(precision).removeprefix("torch.")
+    key = manifest_key(encoder.identity(), fingerprint, shape, dtype, autocast)
 
     found = read_json(paths.manifest)
     if found is not None and found.get("complete") and paths.features.exists():
@@ -118,11 +124,10 @@ def build_cache(
             )
         log.warning("rebuilding cache %s, its manifest differs:\n  %s", paths.features, detail)
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder.to(device).eval()
     array, progress = _open_partial(paths, key, shape, dtype)
     bar = tqdm(total=n, initial=progress["done"], unit="item", desc=encoder.name, disable=not progress_bar)
-    with bar, torch.no_grad(), _autocast(device, amp):
+    with bar, torch.no_grad(), _autocast(device, precision):
         for start in range(progress["done"], n, encoder.batch_size):
             tic = time.perf_counter()
             chunk = records[start : start + encoder.batch_size]

@@ -2,12 +2,14 @@
 
 Per encoder, in ``cache_dir``: ``<name>.npy`` (fp16 [N+1, L, D_max]) and ``<name>.json``:
 
-    {"format": 1, "encoder": <FrozenEncoder.identity()>, "dtype": "float16",
-     "shape": [N+1, L, D_max], "dataset_fingerprint": "<sha256>", "complete": true,
+    {"format": 2, "encoder": <FrozenEncoder.identity()>, "dtype": "float16",
+     "shape": [N+1, L, D_max], "dataset_fingerprint": "<sha256>",
+     "autocast": "bfloat16" | "float16" | null (the precision the encoder ran in: CUDA
+                 autocast, or null = float32, always on CPU), "complete": true,
      "build": {"seconds": s, "items_per_second": r, "device": "cpu", "missing": m,
                "failed": f}}
 
-Only the first five keys identify a cache (``KEY_FIELDS``); ``complete`` and ``build`` are
+Only the first six keys identify a cache (``KEY_FIELDS``); ``complete`` and ``build`` are
 facts about one build. While building, ``<name>.npy.partial`` and ``<name>.progress.json``
 exist; JSON files are always written atomically (temp file + rename).
 """
@@ -20,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
-KEY_FIELDS = ("format", "encoder", "dtype", "shape", "dataset_fingerprint")
+FORMAT = 2
+KEY_FIELDS = ("format", "encoder", "dtype", "shape", "dataset_fingerprint", "autocast")
 
 
 class CacheMismatchError(RuntimeError):
@@ -49,7 +51,11 @@ class CachePaths:
 
 
 def manifest_key(
-    identity: dict[str, Any], fingerprint: str, shape: tuple[int, ...], dtype: str
+    identity: dict[str, Any],
+    fingerprint: str,
+    shape: tuple[int, ...],
+    dtype: str,
+    autocast: str | None = None,
 ) -> dict[str, Any]:
     """The identifying part of a manifest (JSON-normalised, so it compares with a read one)."""
     key = {
@@ -58,6 +64,7 @@ def manifest_key(
         "dtype": dtype,
         "shape": list(shape),
         "dataset_fingerprint": fingerprint,
+        "autocast": autocast,
     }
     return json.loads(json.dumps(key))
 

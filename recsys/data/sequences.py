@@ -7,8 +7,9 @@ For a user sequence s of length n >= 3 (see docs/architecture.md):
   train target s[1:-2] is predicted exactly once;
 - validation: input s[-2-window:-2] (left-padded), target s[-2], history s[:-2];
 - test: input s[-1-window:-1] (left-padded), target s[-1], history s[:-1].
-History rows hold the items to mask at evaluation, with the target's own occurrences
-replaced by 0 (the target is never masked), right-padded with 0.
+History rows hold the items before the target, right-padded with 0, the target's own
+earlier occurrences included: the evaluator decides whether a repeated target is masked
+(``eval.mask_target_in_history``).
 """
 
 from __future__ import annotations
@@ -70,15 +71,14 @@ class EvalSplit:
 
     def batch(self, flat: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Examples ``rows`` (int [B]) as arrays: ``inputs`` int32 [B, window], ``target``
-        int32 [B], ``history`` int32 [B, H] (H = longest history in the batch, 0-padded,
-        target occurrences zeroed), ``user`` int64 [B]."""
+        int32 [B], ``history`` int32 [B, H] (H = longest history in the batch, 0-padded),
+        ``user`` int64 [B]."""
         starts, ends = self.inputs.starts[rows], self.history_ends[rows]
         target = self.targets[rows]
         width = int((ends - starts).max()) if len(rows) else 0
         positions = starts[:, None] + np.arange(width)
         history = np.where(positions < ends[:, None], flat[np.minimum(positions, len(flat) - 1)],
                            0)
-        history[history == target[:, None]] = 0
         return {
             "inputs": self.inputs.gather(flat, rows),
             "target": target,

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from recsys.eval.metrics import RankingMetrics
-from recsys.eval.ranking import TIE_POLICIES
+from recsys.eval.ranking import TIE_POLICIES, mask_repeated_targets
 
 
 def item_popularity(train_items: Tensor, num_items: int) -> Tensor:
@@ -49,7 +49,11 @@ def popularity_user_embeddings(batch_size: int, item_emb: Tensor) -> Tensor:
 
 
 def popularity_ranks(
-    popularity: Tensor, target: Tensor, history: Tensor, tie_policy: str = "pessimistic"
+    popularity: Tensor,
+    target: Tensor,
+    history: Tensor,
+    tie_policy: str = "pessimistic",
+    mask_target: bool = False,
 ) -> Tensor:
     """Ranks of the targets under the most-popular scorer, equal to ``full_ranking_ranks``
     with popularity embeddings (see module docstring).
@@ -58,8 +62,9 @@ def popularity_ranks(
         popularity: ``[N+1]`` training counts (entry 0 = padding, never a candidate).
         target: ``[B]`` item ids in 1..N.
         history: ``[B, H]`` seen item ids, 0-padded, duplicates allowed; masked from the
-            candidates except where equal to the target.
+            candidates.
         tie_policy: ``pessimistic`` | ``optimistic`` | ``average``.
+        mask_target: a target found in its history is masked too (rank N + 1).
 
     Returns:
         ``[B]`` int64 ranks (float64 for ``average``).
@@ -79,8 +84,10 @@ def popularity_ranks(
     above = above - (counted & (seen_scores > s[:, None])).sum(dim=1)
     ties = ties - (counted & (seen_scores == s[:, None])).sum(dim=1)
     if tie_policy == "average":
-        return 1.0 + above.double() + 0.5 * ties.double()
-    return 1 + above + (ties if tie_policy == "pessimistic" else 0)
+        ranks = 1.0 + above.double() + 0.5 * ties.double()
+    else:
+        ranks = 1 + above + (ties if tie_policy == "pessimistic" else 0)
+    return mask_repeated_targets(ranks, target, history, scores.numel() - 1) if mask_target else ranks
 
 
 @torch.no_grad()
@@ -89,6 +96,7 @@ def evaluate_popularity(
     ks: tuple[int, ...] = (5, 10, 20),
     tie_policy: str = "pessimistic",
     stage: str = "test",
+    mask_target: bool = False,
 ) -> dict[str, float]:
     """Most-popular baseline on a datamodule's val or test users, same protocol as models.
 
@@ -96,6 +104,7 @@ def evaluate_popularity(
         datamodule: a set-up ``SequenceDataModule`` (``train_popularity`` [N+1] and
             ``val_dataloader``/``test_dataloader`` yielding inputs/target/history).
         stage: "val" or "test".
+        mask_target: mask a target that repeats a history item (``popularity_ranks``).
 
     Returns:
         ``{"hr@10": mean, ...}`` over every user of the split.
@@ -104,5 +113,6 @@ def evaluate_popularity(
     metrics = RankingMetrics(ks=ks)
     loader = datamodule.test_dataloader() if stage == "test" else datamodule.val_dataloader()
     for batch in loader:
-        metrics.update(popularity_ranks(popularity, batch["target"], batch["history"], tie_policy))
+        ranks = popularity_ranks(popularity, batch["target"], batch["history"], tie_policy, mask_target)
+        metrics.update(ranks)
     return {k: float(v) for k, v in metrics.compute().items()}

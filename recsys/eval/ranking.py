@@ -2,8 +2,11 @@
 
 Leave-one-out protocol: every user has one held-out ``target`` item; it is ranked against
 all items ``1..N`` (row 0 of the item table is the padding item and is never a candidate)
-minus the items in the user's ``history`` (seen items are masked). The target itself is
-never masked, even when it also occurs in the history.
+minus the items in the user's ``history`` (seen items are masked). A target that repeats a
+history item is either masked with the rest of the history (``mask_target=True``, the
+official IISAN evaluator: such a user can never hit, its rank is ``N + 1``) or kept as the one
+unmasked history item (``mask_target=False``; the mask then singles it out among the items
+the model scores highly, see docs/reference-departures.md).
 
 The rank is ``1 + #(candidates scored strictly higher) + tie term``, with the tie term set
 by ``tie_policy`` over the ``e`` other candidates whose score equals the target's exactly:
@@ -77,6 +80,7 @@ def full_ranking_ranks(
     history: Tensor,
     tie_policy: TiePolicy = "pessimistic",
     chunk_size: int = 4096,
+    mask_target: bool = False,
 ) -> Tensor:
     """1-based rank of each user's target among all unseen items ``1..N``, by counting.
 
@@ -85,17 +89,20 @@ def full_ranking_ranks(
             device and dtype.
         item_emb: ``[N+1, d]`` item table; row 0 is the padding item and is never ranked.
         target: ``[B]`` long, held-out item ids in ``1..N``.
-        history: ``[B, H]`` long, seen item ids, 0-padded; masked from the candidates
-            except where equal to the target. May have ``H == 0``.
+        history: ``[B, H]`` long, seen item ids, 0-padded; masked from the candidates.
+            May have ``H == 0``.
         tie_policy: ``"pessimistic"`` (ties count above the target), ``"optimistic"``
             (ties count below) or ``"average"`` (half of the ties count above).
         chunk_size: items scored per matmul; peak memory is about ``B * chunk_size``
             scores. The ranks do not depend on it.
+        mask_target: a target found in its user's history is masked too (rank ``N + 1``);
+            False ranks it like any unseen item.
 
     Returns:
         ``[B]`` ranks on ``item_emb``'s device: ``int64`` for pessimistic/optimistic,
-        ``float64`` (possibly fractional, e.g. ``3.5``) for average. The worst possible
-        rank is the number of candidates ``N - |unique history minus target|``.
+        ``float64`` (possibly fractional, e.g. ``3.5``) for average. Apart from masked
+        targets, the worst rank is the number of candidates ``N - |unique history minus
+        target|``.
 
     Raises:
         ValueError: on an unknown tie policy, a target outside ``1..N``, or a NaN target
@@ -142,8 +149,18 @@ def full_ranking_ranks(
             equal += (scores == threshold).sum(dim=1)
 
     if tie_policy == "average":
-        return 1.0 + higher.double() + 0.5 * equal.double()
-    return 1 + higher + equal
+        ranks = 1.0 + higher.double() + 0.5 * equal.double()
+    else:
+        ranks = 1 + higher + equal
+    return mask_repeated_targets(ranks, target, history, num_items) if mask_target else ranks
+
+
+def mask_repeated_targets(ranks: Tensor, target: Tensor, history: Tensor, num_items: int) -> Tensor:
+    """``ranks`` [B] with rank ``N + 1`` (never a hit) for users whose target occurs in their
+    ``history`` [B, H]: the official evaluator masks every history item, a repeated target
+    included."""
+    repeated = (history == target.unsqueeze(1)).any(dim=1)
+    return ranks.masked_fill(repeated, num_items + 1)
 
 
 def chunked_topk(
