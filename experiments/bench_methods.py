@@ -42,20 +42,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from recsys.adapters import tower_class
 from recsys.atomic_io import atomic_path, write_json_atomic, write_text_atomic
-from recsys.cache.build import AMP_DTYPES
+from recsys.cache.build import autocast_dtype
 from recsys.cache.manifest import CachePaths, read_json
-from recsys.cli import CONF_DIR
+from recsys.cli import compose
 from recsys.cli.train import train
 from recsys.data.processed import ProcessedDataset
 from recsys.encoders import build_encoder
 from recsys.report.tpme import tpme
-from recsys.train.builders import active_encoders, build_datamodule
+from recsys.train.builders import build_datamodule
 
 METHODS = ["iisan", "iisan_intra", "iisan_inter", "iisan_add", "iisan_all_layers", "iisan_versa", "crossan",
            "crossan_concat", "id", "frozen", "iisan_versa_llama7b",
@@ -110,12 +109,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
-
-
 def cache_files(cache_dir: str) -> dict[str, tuple[int, int]]:
     """File name -> (mtime ns, size) of the cache directory: tells a build from a reuse."""
     directory = Path(cache_dir)
@@ -126,7 +119,7 @@ def cache_files(cache_dir: str) -> dict[str, tuple[int, int]]:
 
 def run_method(cfg: DictConfig, steps: int) -> dict:
     """Train one method; its benchmark row from results.json (also saved as bench_row.json)."""
-    kind = "in-loop" if cfg.adapter.get("needs_encoders") else "cached" if active_encoders(cfg) else "ids"
+    kind = {"encoders": "in-loop", "cache": "cached", None: "ids"}[tower_class(cfg.adapter.name).reads]
     before = cache_files(cfg.cache.dir)
     try:
         train(cfg)
@@ -163,9 +156,8 @@ def bare_forward(cfg: DictConfig, modality: str, records: list[dict], batches: i
     inputs = [{k: v.to(device) if torch.is_tensor(v) else v
                for k, v in encoder.preprocess(records[i : i + size]).items()}
               for i in range(0, min(len(records), batches * size), size)]
-    dtype = AMP_DTYPES[cfg.cache.amp]
-    with torch.no_grad(), torch.autocast(device.type, dtype=dtype,
-                                         enabled=device.type == "cuda" and dtype is not None):
+    dtype = autocast_dtype(device, cfg.cache.amp)
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         encoder.encode(inputs[0])  # warm-up
         sync(device)
         tic = time.perf_counter()
@@ -226,9 +218,9 @@ def method_cfg(method: str, common: list[str], out: Path, steps: int) -> DictCon
     """The run's config; in-loop methods get ``steps`` train batches per epoch (0: all)."""
     chosen = VARIANTS.get(method, [f"adapter={method}"])
     overrides = [f"label={method}", f"paths.output_dir={out / method}", *common, *chosen]
-    cfg = compose_cfg(overrides)
-    if cfg.adapter.get("needs_encoders") and steps:
-        cfg = compose_cfg([*overrides, f"+trainer.limit_train_batches={steps}"])
+    cfg = compose("train", overrides)
+    if tower_class(cfg.adapter.name).reads == "encoders" and steps:
+        cfg = compose("train", [*overrides, f"+trainer.limit_train_batches={steps}"])
     return cfg
 
 
@@ -264,7 +256,7 @@ def main() -> None:
     if args.tiny:
         common += TINY
     else:
-        raw = compose_cfg(["data=scientific", f"paths.data_dir={data_dir}"]).data.raw
+        raw = compose("train", ["data=scientific", f"paths.data_dir={data_dir}"]).data.raw
         images = synthetic_images(raw.items_file, data_dir / "bench_images")
         common += ["data=scientific", f"data.raw.images_dir={images}"]
     common += args.overrides

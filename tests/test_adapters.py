@@ -124,7 +124,7 @@ def faithful_count() -> int:
 
 def test_faithful_parameter_count_and_no_alignment_params():
     store = make_store({"text": [768] * 7, "image": [768] * 7}, n_items=3)
-    tower = build_item_tower("iisan", store, layers=[0, 2, 4, 6, 8, 10, 12])
+    tower = build_item_tower("iisan", store)
     total = tower.num_trainable() + sum(p.numel() for p in SASRec().parameters())
     print(f"faithful IISAN + SASRec trainable parameters: {total:,}")
     assert total == faithful_count() == 4_113_877
@@ -149,17 +149,11 @@ def test_text_only_store():
 def test_layer_count_checks():
     with pytest.raises(ValueError, match="as many text as image layers"):
         build_item_tower("iisan", make_store({"text": [8] * 3, "image": [8] * 4}))
-    with pytest.raises(ValueError, match="load the cache with the adapter's layers"):
-        build_item_tower("iisan", make_store({"text": [8] * 3}), streams="intra", layers=[0, 2])
-    with pytest.raises(ValueError, match="streams"):
-        build_item_tower("iisan", make_store({"text": [8] * 3}), streams="both")
 
 
 def test_differing_widths_align_per_layer():
     store = make_store({"text": [384] * 7, "image": EFFNET_WIDTHS})
-    tower = build_item_tower(
-        "iisan", store, layers={"text": list(range(7)), "image": list(range(7))}
-    )
+    tower = build_item_tower("iisan", store)
     assert tower.intra["text"].d == 384 and tower.intra["image"].d == 320
     assert tower.inter.d == 320  # min(d_text, d_image), IISAN-Versa alignment
     n_maps = lambda a: sum(isinstance(m, torch.nn.Linear) for m in a.maps)  # noqa: E731
@@ -238,7 +232,7 @@ def test_registry_and_id_tower():
     assert {"iisan", "id"} <= set(list_adapters())
     with pytest.raises(KeyError, match="unknown adapter"):
         build_item_tower("nope", None)
-    tower = build_item_tower("id", None, num_items=9, layers=None)
+    tower = build_item_tower("id", None, num_items=9)
     assert tower.num_items == 9 and tower.num_trainable() == 10 * 64
     out = tower(torch.tensor([[0, 3]]))
     assert out.shape == (1, 2, 64) and out[0, 0].abs().sum() == 0
@@ -247,3 +241,59 @@ def test_registry_and_id_tower():
     assert math.isclose(
         tower.embedding.weight[1:].std().item(), (2 / (10 + 64)) ** 0.5, rel_tol=0.2
     )
+
+
+# The official IISAN code's learning rate of each parameter (../shared/docs/reference-methods.md),
+# written against this tower's parameter names.
+OFFICIAL_LR = [  # (name prefix, lr), first match wins
+    ("item_tower.intra.image.mixes.", 1e-4),   # image gates
+    ("item_tower.intra.text.mixes.", 2e-4),    # text gates
+    ("item_tower.inter.mixes.", 2e-4),         # inter gates
+    ("item_tower.intra.", 1e-4),               # side blocks of the intra streams
+    ("item_tower.inter.", 1e-4),               # side blocks of the inter stream
+    ("item_tower.heads.image.0.", 1e-4),       # fc_cv, 768 -> 768
+    ("item_tower.heads.text.0.", 5e-5),        # fc_bert, 768 -> 768
+    ("item_tower.heads.", 2e-4),               # the 768 -> 64 layers, both inter head layers
+    ("item_tower.fusion.", 2e-4),
+    ("user_encoder.", 2e-4),
+]
+LRS = {"adapter": 1e-4, "text_head": 5e-5, "other": 2e-4}
+
+
+def _lr_of_each_parameter(lr_groups: str) -> dict[str, tuple[float, int]]:
+    """Faithful IISAN (768-d text and image, 7 layers) + SASRec: name -> (lr, scalars)."""
+    from recsys.models.recommender import SequentialRecommender
+
+    store = make_store({"text": [768] * 7, "image": [768] * 7}, n_items=3)
+    model = SequentialRecommender(build_item_tower("iisan", store, lr_groups=lr_groups), SASRec())
+    by_id = {id(p): g["lr"] for g in model.param_groups(LRS) for p in g["params"]}
+    return {name: (by_id[id(p)], p.numel()) for name, p in model.named_parameters()}
+
+
+def test_official_learning_rates_match_the_reference_table():
+    official = _lr_of_each_parameter("official")
+    want = {name: next(lr for prefix, lr in OFFICIAL_LR if name.startswith(prefix)) for name in official}
+    assert {name: lr for name, (lr, _) in official.items()} == want
+    # What lr_groups=by_module (the default) gives another rate: 18 tensors, 639,822 scalars.
+    by_module = _lr_of_each_parameter("by_module")
+    moved = sorted(name for name in official if official[name][0] != by_module[name][0])
+    gates = [f"item_tower.{s}.mixes.{k}.weight" for s in ("inter", "intra.text") for k in range(7)]
+    heads = [f"item_tower.heads.{h}.{t}" for h in ("image.0", "text.1") for t in ("bias", "weight")]
+    assert moved == sorted(gates + heads)
+    assert sum(official[name][1] for name in moved) == 639_822
+
+
+@pytest.mark.parametrize("init", ["torch_default", "xavier_normal"])
+def test_image_head_init(init):
+    torch.manual_seed(0)
+    store = make_store({"text": [768] * 2, "image": [768] * 2})
+    tower = build_item_tower("iisan", store, image_head_init=init)
+    second = tower.heads["image"][1]  # 768 -> 64
+    if init == "xavier_normal":  # the official code: N(0, 2 / (768 + 64)), zero bias
+        assert second.bias.abs().max() == 0
+        assert abs(second.weight.std().item() - (2 / (768 + 64)) ** 0.5) < 2e-3
+    else:  # PyTorch's Linear default: U(-1/sqrt(768), 1/sqrt(768)) weights and bias
+        bound = 768 ** -0.5
+        assert second.bias.abs().max() > 0 and second.weight.abs().max() <= bound
+        assert abs(second.weight.std().item() - bound / 3 ** 0.5) < 2e-3
+    assert tower.heads["text"][1].bias.abs().max() > 0  # the text head keeps the default either way

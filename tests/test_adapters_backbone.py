@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recsys.adapters import build_item_tower, check_groups
-from recsys.adapters.backbone import BackboneTower, EncoderFeatures, build_encoders
+from recsys.adapters.backbone import BackboneTower, EncoderFeatures, LiveEncoders, build_encoders
 from recsys.adapters.bitfit import unfreeze_biases
 from recsys.adapters.houlsby import insert_adapters
 from recsys.adapters.iisan import IISANTower
@@ -30,8 +30,16 @@ IDS = torch.tensor([[0, 1, 2, 3], [4, 4, 5, 6]])
 TUNED = ("fft", "bitfit", "houlsby", "lora")
 
 
-def tower(name: str, **cfg):
-    return build_item_tower(name, None, encoders=ENCODERS, items=ITEMS, **cfg).eval()
+def live(name: str, layer_groups: int | None = None) -> LiveEncoders:
+    """The source the builder hands ``name``: uncached IISAN's layer schedule, or (the tuned
+    baselines, which have none) each encoder's last entry."""
+    if name == "iisan_uncached":
+        return LiveEncoders(ENCODERS, ITEMS, layer_groups=layer_groups)
+    return LiveEncoders(ENCODERS, ITEMS, last_only=True)
+
+
+def tower(name: str, layer_groups: int | None = None, **options):
+    return build_item_tower(name, live(name, layer_groups), **options).eval()
 
 
 def frozen_last_layer(ids: torch.Tensor) -> torch.Tensor:
@@ -57,7 +65,7 @@ def test_cached_and_uncached_iisan_give_the_same_embeddings(cache_dir):
     schedule = uncached.store.layers["text"]
     assert schedule == [0, 2, 4, 6]
     store = load_feature_store(cache_dir, {"text": "minilm"}, {"text": schedule}, fingerprint="fp")
-    cached = IISANTower(store, streams="intra", layers=schedule).eval()
+    cached = IISANTower(store, streams="intra").eval()
     with torch.no_grad():
         for p in cached.parameters():
             p.add_(0.05 * torch.randn_like(p))  # move gates and blocks off their init
@@ -121,7 +129,7 @@ def test_bitfit_trains_biases_fft_everything_uncached_iisan_nothing():
 @pytest.mark.parametrize("name", [*TUNED, "iisan_uncached"])
 def test_param_groups_cover_trainables_once_and_modes(name):
     cfg = {"streams": "intra"} if name == "iisan_uncached" else {}
-    t = build_item_tower(name, None, encoders=ENCODERS, items=ITEMS, **cfg)
+    t = build_item_tower(name, live(name), **cfg)
     groups = t.param_groups()
     check_groups(t, groups)
     model = SequentialRecommender(t, SASRec(d_model=64, max_len=10))

@@ -2,24 +2,19 @@
 text encoder in the loop, or its cache for ``frozen``), on a small synthetic dataset."""
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import CPU_RUN, SMALL_SYNTHETIC, job_config
 
-from recsys.cli import CONF_DIR
 from recsys.cli.train import train
 
 TINY = [
-    "data=synthetic",
+    *SMALL_SYNTHETIC,
     "data.raw.n_users=60",
     "data.raw.n_items=40",
     "data.raw.n_clusters=4",
     "data.raw.max_length=12",
     "encoder/image=none",
     "adapter.modalities=[text]",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "logger=none",
-    "cache.progress_bar=false",
+    *CPU_RUN,
     "+trainer.limit_train_batches=2",
     "+trainer.limit_val_batches=1",
     "+trainer.limit_test_batches=1",
@@ -48,12 +43,8 @@ def test_method_trains_and_evaluates_end_to_end(method, data_dir, tmp_path):
         *TINY,
         *METHODS[method],
         f"paths.data_dir={data_dir}",
-        f"paths.output_dir={tmp_path / 'run'}",
     ]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    results = train(cfg)
+    results = train(job_config("train", overrides, tmp_path / "run"))
     assert results["status"] == "complete" and results["method"] == method
     assert 0 <= results["metrics"]["test"]["hr@10"] <= 1
     eff = results["efficiency"]

@@ -34,7 +34,7 @@ def test_group_layer_dropping(depth):
 def versa_tower():
     torch.manual_seed(0)
     store = make_store({"text": [4096] * 7, "image": [192] * 7}, n_items=12)
-    return build_item_tower("iisan", store, layers={"text": TEXT_LAYERS, "image": IMAGE_LAYERS})
+    return build_item_tower("iisan", store)
 
 
 def test_versa_alignment_maps_only_the_wider_modality():
@@ -87,3 +87,23 @@ def test_versa_depths_must_match_after_grouping():
     with pytest.raises(ValueError, match="as many text as image layers"):
         build_item_tower("iisan", store)
     build_item_tower("iisan", store, streams="intra")  # no inter stream: depths may differ
+
+
+def test_select_entries_picks_by_value_among_what_is_on_offer():
+    from recsys.adapters.layer_schedule import select_entries
+
+    full = {"text": list(range(13)), "image": list(range(13))}
+    assert select_entries(full, layer_groups=6) == {m: [0, 2, 4, 6, 8, 10, 12] for m in full}
+    # a Versa cache that kept only the 7 group entries of a 32-layer LLM: the rule picks among them
+    cached = {"text": GROUPED[32], "image": list(range(8))}  # MiniLM-like 7 + EfficientNet 8
+    assert select_entries(cached, layer_groups=6) == {"text": GROUPED[32], "image": [0, 2, 3, 4, 5, 6, 7]}
+    # no layer dropping: every entry of the shallowest, the deeper grouped to as many
+    assert select_entries({"text": list(range(7)), "image": list(range(8))}) == {
+        "text": list(range(7)), "image": [0, 2, 3, 4, 5, 6, 7]}
+    assert select_entries(full, layers=[0, 6, 12]) == {"text": [0, 6, 12], "image": [0, 6, 12]}
+    assert select_entries(full, layers={"text": [1], "image": [2]}) == {"text": [1], "image": [2]}
+    assert select_entries(cached, last_only=True) == {"text": [32], "image": [7]}
+    with pytest.raises(ValueError, match=r"selects text entries \[3\] that are not on offer"):
+        select_entries(cached, layers=[0, 3])
+    with pytest.raises(ValueError, match="no schedule for modalities"):
+        select_entries(full, layers={"text": [0]})

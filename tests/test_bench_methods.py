@@ -3,12 +3,10 @@ training step, through the real entry point on CPU; the table, the result files,
 built once and reused, and --reuse reading the rows back without training."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_console_script
 
 from recsys.report.tpme import tpme
 
@@ -17,14 +15,8 @@ METHODS = ["iisan", "frozen", "iisan_uncached"]
 
 
 def _bench(tmp_path: Path, *extra: str) -> str:
-    env = os.environ | {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     args = ["--tiny", "--methods", *METHODS, "--out", tmp_path / "out", "--data-dir", tmp_path / "data"]
-    proc = subprocess.run(
-        [sys.executable, SCRIPT, *map(str, args), *extra],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc.stdout
+    return run_console_script("python", [SCRIPT, *args, *extra], tmp_path).stdout
 
 
 @pytest.mark.slow

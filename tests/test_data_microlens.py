@@ -7,11 +7,11 @@ import av
 import numpy as np
 import pytest
 import soundfile
-from hydra import compose, initialize_config_dir
+from conftest import job_config
 from PIL import Image
 
-from data_prep.prep import CONF_DIR, run
-from data_prep.readers import RawDataError, ReadContext, get_reader
+from data_prep.prep import run
+from data_prep.readers import RawDataError, ReadContext, read_raw
 from recsys.data.processed import ProcessedDataset
 
 TITLES = [  # one CSV record each; item 3's title spans two lines, item 4's is empty, "7" is malformed
@@ -70,7 +70,7 @@ def _sequences(raw) -> dict[str, list[str]]:
 
 
 def test_titles_timestamps_media_and_skipped_lines(tmp_path):
-    raw = get_reader("microlens")(_write(tmp_path), ReadContext(on_error="skip"))
+    raw = read_raw("microlens", _write(tmp_path), ReadContext(on_error="skip"))
     assert raw.dropped == {"empty_title": 1, "malformed_line": 2, "unknown_item": 2}
     items = raw.items
     assert items["key"].to_list() == ["1", "2", "3", "5", "6"]
@@ -87,8 +87,8 @@ def test_titles_timestamps_media_and_skipped_lines(tmp_path):
 
 
 def test_headerless_files_read_the_same(tmp_path):
-    with_header = get_reader("microlens")(_write(tmp_path / "a"), ReadContext(on_error="skip"))
-    headerless = get_reader("microlens")(_write(tmp_path / "b", TITLES[1:], PAIRS[1:]),
+    with_header = read_raw("microlens", _write(tmp_path / "a"), ReadContext(on_error="skip"))
+    headerless = read_raw("microlens", _write(tmp_path / "b", TITLES[1:], PAIRS[1:]),
                                          ReadContext(on_error="skip"))
     assert headerless.items["title"].equals(with_header.items["title"])
     assert headerless.interactions.equals(with_header.interactions)
@@ -98,23 +98,23 @@ def test_headerless_files_read_the_same(tmp_path):
 def test_bad_lines_raise_with_file_and_line(tmp_path):
     raw = _write(tmp_path)
     with pytest.raises(RawDataError, match="on_error=skip") as error:
-        get_reader("microlens")(raw, ReadContext())
+        read_raw("microlens", raw, ReadContext())
     assert f"{tmp_path / 'titles.csv'}:6: item '4' has an empty title" in str(error.value)
 
     _write(tmp_path, [t for t in TITLES if t[0] not in "47"])
     with pytest.raises(RawDataError) as error:
-        get_reader("microlens")(raw, ReadContext())
+        read_raw("microlens", raw, ReadContext())
     assert f"{tmp_path / 'pairs.csv'}:7: item '99' has no title" in str(error.value)
 
     _write(tmp_path, [t for t in TITLES if t[0] not in "47"], [p for p in PAIRS if ",99," not in p])
     with pytest.raises(RawDataError, match=f"{tmp_path / 'pairs.csv'}:10: item '4'"):
-        get_reader("microlens")(raw, ReadContext())
+        read_raw("microlens", raw, ReadContext())
 
 
 def test_tsv_sequences_layout(tmp_path):
     raw = _write(tmp_path)
     (tmp_path / "pairs.tsv").write_text("u1\t6 1 2 3 5\nu2\t1 2 99\n", encoding="utf-8")
-    read = get_reader("microlens")(raw | {"pairs": str(tmp_path / "pairs.tsv")},
+    read = read_raw("microlens", raw | {"pairs": str(tmp_path / "pairs.tsv")},
                                    ReadContext(on_error="skip"))
     assert _sequences(read) == {"u1": ["6", "1", "2", "3", "5"], "u2": ["1", "2"]}
     assert "timestamp" not in read.interactions.columns
@@ -124,9 +124,7 @@ def test_tsv_sequences_layout(tmp_path):
 def test_recsys_prep_with_the_microlens_config(tmp_path):
     raw = _write(tmp_path / "raw")
     overrides = [f"data.raw.{name}={value}" for name, value in raw.items() if name != "suffixes"]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="prep", overrides=[
-            "data=microlens", f"paths.data_dir={tmp_path / 'data'}", *overrides])
+    cfg = job_config("prep", ["data=microlens", f"paths.data_dir={tmp_path / 'data'}", *overrides])
     dataset = ProcessedDataset.load(run(cfg))
     stats = dataset.stats
     assert (stats["users"], stats["items"], stats["interactions"]) == (2, 5, 10)

@@ -2,34 +2,24 @@
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import job_config, run_console_script
 
-from data_prep.prep import CONF_DIR, run
+from data_prep.prep import run
 from data_prep.readers import RawDataError
 from recsys.data.processed import ProcessedDataset
 
 
 def _compose(shared_data: Path, data_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="prep", overrides=[
-            f"paths.shared_data={shared_data}", f"paths.data_dir={data_dir}", *overrides])
+    return job_config("prep", [f"paths.shared_data={shared_data}", f"paths.data_dir={data_dir}", *overrides])
 
 
 def test_console_script_end_to_end(shared_data, tmp_path):
-    script = Path(sys.executable).parent / "recsys-prep"
-    env = {**os.environ, "RECSYS_SHARED_DATA": str(shared_data)}
-    result = subprocess.run(
-        [str(script), "data=scientific", f"paths.data_dir={tmp_path / 'data'}",
-         f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    args = ["data=scientific", f"paths.shared_data={shared_data}", f"paths.data_dir={tmp_path / 'data'}",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    run_console_script("recsys-prep", args, tmp_path)
     processed = tmp_path / "data" / "processed" / "scientific"
     dataset = ProcessedDataset.load(processed)
     assert (dataset.num_users, dataset.num_items, dataset.interactions.height) == (

@@ -6,7 +6,8 @@ import pytest
 
 from data_prep.protocol import apply_protocol
 from data_prep.readers import RawDataset, items_frame
-from recsys.data.processed import ProcessedDataError, ProcessedDataset, atomic_directory
+from recsys.atomic_io import atomic_path
+from recsys.data.processed import ProcessedDataError, ProcessedDataset
 
 
 @pytest.fixture
@@ -86,14 +87,16 @@ def test_load_reports_missing_columns_and_files(tmp_path, dataset):
 
 
 def test_atomic_directory_leaves_nothing_on_failure(tmp_path, dataset):
-    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "new") as staging:
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "new") as staging:
+        staging.mkdir()
         (staging / "items.parquet").write_bytes(b"partial")
         raise RuntimeError("reader failed")
     assert list(tmp_path.iterdir()) == []
 
     dataset.save(tmp_path / "old")
     before = {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()}
-    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "old", overwrite=True) as st:
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "old") as st:
+        st.mkdir()
         (st / "stats.json").write_text("{}")
         raise RuntimeError("protocol failed")
     assert {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()} == before

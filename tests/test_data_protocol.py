@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from data_prep.protocol import apply_protocol
-from data_prep.readers import RawDataset, ReadContext, get_reader, items_frame
+from data_prep.readers import RawDataset, ReadContext, items_frame, read_raw
 
 IISAN = {
     "Scientific": ("am_Industrial_and_Scientific_users.tsv", "Industrial_and_Scientific_items.tsv",
@@ -18,7 +18,8 @@ IISAN = {
 def test_iisan_counts_on_real_files(shared_data, folder):
     users_file, items_file, n_users, n_items, n_inter = IISAN[folder]
     root = shared_data / "amazon-iisan" / folder
-    raw = get_reader("amazon_iisan")(
+    raw = read_raw(
+        "amazon_iisan",
         {"users_file": str(root / users_file), "items_file": str(root / items_file)},
         ReadContext(),
     )

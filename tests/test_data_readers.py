@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from data_prep.protocol import apply_protocol
-from data_prep.readers import RawDataError, ReadContext, get_reader, list_readers
+from data_prep.readers import RawDataError, ReadContext, get_reader, list_readers, read_raw
 
 ITEMS_TSV = "A1\tWidget &amp; Co\nA2\t 2&#39;&#39; Bracket\nA3\tThird\n"
 
@@ -18,7 +18,7 @@ def _iisan(tmp_path: Path, users: str, items: str = ITEMS_TSV, on_error: str = "
     (tmp_path / "users.tsv").write_text(users, encoding="utf-8")
     (tmp_path / "items.tsv").write_text(items, encoding="utf-8")
     raw = {"users_file": str(tmp_path / "users.tsv"), "items_file": str(tmp_path / "items.tsv")}
-    return get_reader("amazon_iisan")(raw, ReadContext(on_error=on_error))
+    return read_raw("amazon_iisan", raw, ReadContext(on_error=on_error))
 
 
 def test_iisan_local_images_are_linked_and_missing_ones_null(tmp_path):
@@ -29,10 +29,10 @@ def test_iisan_local_images_are_linked_and_missing_ones_null(tmp_path):
     (tmp_path / "items.tsv").write_text(ITEMS_TSV, encoding="utf-8")
     raw = {"users_file": str(tmp_path / "users.tsv"), "items_file": str(tmp_path / "items.tsv"),
            "images_dir": str(images)}
-    items = get_reader("amazon_iisan")(raw, ReadContext()).items
+    items = read_raw("amazon_iisan", raw, ReadContext()).items
     assert items["image_path"].to_list() == [None, str(images / "A2.jpg"), None]
     with pytest.raises(RawDataError, match="image directory not found"):
-        get_reader("amazon_iisan")(raw | {"images_dir": str(tmp_path / "nope")}, ReadContext())
+        read_raw("amazon_iisan", raw | {"images_dir": str(tmp_path / "nope")}, ReadContext())
 
 
 def test_registry_lists_the_builtin_readers():
@@ -86,7 +86,7 @@ def test_skipped_records_reach_stats(tmp_path):
 def test_missing_raw_file_points_to_readme(tmp_path):
     raw = {"users_file": str(tmp_path / "nope.tsv"), "items_file": str(tmp_path / "x.tsv")}
     with pytest.raises(RawDataError, match="data_prep/README.md"):
-        get_reader("amazon_iisan")(raw, ReadContext())
+        read_raw("amazon_iisan", raw, ReadContext())
 
 
 def test_on_error_must_be_raise_or_skip():
@@ -103,7 +103,7 @@ def movielens(shared_data):
         "overviews_file": str(root / "data/items.csv"),
         "posters_dir": str(root / "data/posters"),
     }
-    raw = get_reader("movielens")(raw_cfg, ReadContext())
+    raw = read_raw("movielens", raw_cfg, ReadContext())
     return root, apply_protocol(raw, min_interactions=5, keep_last=None, dataset="movielens")
 
 
@@ -163,13 +163,13 @@ def amazon2018_files(tmp_path):
     _write_gz_lines(tmp_path / "meta_Tools.json.gz", [json.dumps(m) for m in meta])
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "P2.jpg").write_bytes(b"jpeg")
-    return {"reviews_file": str(tmp_path / "Tools.json.gz"),
+    return {"category": "Tools", "reviews_file": str(tmp_path / "Tools.json.gz"),
             "meta_file": str(tmp_path / "meta_Tools.json.gz"),
             "image_dir": str(tmp_path / "images")}
 
 
 def test_amazon2018_reader_on_real_format(amazon2018_files, tmp_path):
-    raw = get_reader("amazon2018")(amazon2018_files, ReadContext())
+    raw = read_raw("amazon2018", amazon2018_files, ReadContext())
     inter = raw.interactions
     by_user = inter.group_by("user_key", maintain_order=True).agg("item_key")
     assert by_user["user_key"].to_list() == ["B", "A", "C"]  # first appearance in the file
@@ -191,7 +191,7 @@ def test_amazon2018_bad_lines(amazon2018_files, tmp_path):
                                          json.dumps({"reviewerID": "A", "asin": "P9",
                                                      "unixReviewTime": 1})] + good[2:])
     with pytest.raises(RawDataError, match=f"{reviews}:3: invalid JSON"):
-        get_reader("amazon2018")(amazon2018_files, ReadContext())
-    raw = get_reader("amazon2018")(amazon2018_files, ReadContext(on_error="skip"))
+        read_raw("amazon2018", amazon2018_files, ReadContext())
+    raw = read_raw("amazon2018", amazon2018_files, ReadContext(on_error="skip"))
     assert raw.dropped == {"malformed_line": 2, "unknown_item": 1}
     assert raw.interactions.height == len(good)

@@ -29,7 +29,7 @@ def reference_eval(seqs: list[list[int]], window: int, holdout: int):
     for user, s in enumerate(seqs):
         cut = len(s) - holdout
         target = s[cut]
-        history = sorted(i for i in s[:cut] if i != target)
+        history = sorted(s[:cut])  # everything before the target, a repeat of it included
         rows.append((_pad_left(s[max(0, cut - window):cut], window), target, history, user))
     return rows
 

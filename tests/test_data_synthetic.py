@@ -8,12 +8,12 @@ import numpy as np
 import polars as pl
 import pytest
 import soundfile
-from hydra import compose, initialize_config_dir
+from conftest import job_config
 from PIL import Image
 
-from data_prep.prep import CONF_DIR, run
+from data_prep.prep import run
 from data_prep.protocol import apply_protocol
-from data_prep.readers import ReadContext, get_reader
+from data_prep.readers import ReadContext, read_raw
 from data_prep.readers.synthetic import shown_clusters
 from recsys.data.processed import ProcessedDataset
 from recsys.data.sequences import UserSequences
@@ -28,7 +28,7 @@ CONFIG = {
 def _generate(tmp_path, **overrides):
     """(raw, dataset); images go to tmp_path/images."""
     ctx = ReadContext(staging_dir=tmp_path, final_dir=tmp_path)
-    raw = get_reader("synthetic")({**CONFIG, **overrides}, ctx)
+    raw = read_raw("synthetic", {**CONFIG, **overrides}, ctx)
     return raw, apply_protocol(raw, min_interactions=5, keep_last=None, dataset="synthetic")
 
 
@@ -95,9 +95,7 @@ AV_OVERRIDES = ["data=synthetic_av", "data.raw.n_users=60", "data.raw.n_items=24
 def _prepare_av(data_dir, *overrides: str):
     """The synthetic_av config, tiny and with video + audio always showing the item's own
     cluster, prepared by recsys-prep into ``data_dir``; returns the loaded dataset."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="prep",
-                      overrides=[*AV_OVERRIDES, f"paths.data_dir={data_dir}", *overrides])
+    cfg = job_config("prep", [*AV_OVERRIDES, f"paths.data_dir={data_dir}", *overrides])
     return ProcessedDataset.load(run(cfg))
 
 
@@ -174,8 +172,10 @@ def test_signal_is_the_probability_of_showing_the_own_cluster():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"modalities": ["text", "smell"]}, "unknown synthetic modalities"),
-    ({"signal": {"image": 1.5}}, r"signal must lie in \[0, 1\]"),
+    ({"modalities": ["text", "smell"]},
+     "modalities.1\n  Input should be 'text', 'image', 'video' or 'audio'"),
+    ({"signal": {"image": 1.5}}, "signal.image\n  Input should be less than or equal to 1"),
+    ({"n_clusters": 50}, "need n_clusters <= n_items, got 50 > 40"),
 ])
 def test_bad_modalities_or_signal_are_refused(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):

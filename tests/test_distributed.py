@@ -2,48 +2,32 @@
 equal the single-process ones; training runs and writes one results.json (rank 0)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-BIN = Path(sys.executable).parent
 TINY = [
-    "data=synthetic",
     "data.raw.n_users=203",  # odd: the two evaluation shards differ in size
     "data.raw.n_items=50",
     "data.raw.n_clusters=5",
     "data.raw.max_length=12",
     "data.eval_batch_size=32",
-    "adapter=id",
-    "encoder/text=none",
-    "encoder/image=none",
-    "logger=none",
     "trainer.max_epochs=2",
     "trainer.precision=32-true",
-    "trainer.accelerator=cpu",
 ]
 
 
-def _run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = os.environ | {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PL_DISABLE_FORK": "1"}
-    proc = subprocess.run([str(BIN / script), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
-
-
 @pytest.mark.slow
-def test_ddp_training_and_sharded_evaluation_match_one_process(tmp_path: Path):
-    common = [f"paths.data_dir={tmp_path / 'data'}", f"paths.root_dir={tmp_path}", *TINY]
+def test_ddp_training_and_sharded_evaluation_match_one_process(tmp_path: Path, run_cli, small_synthetic,
+                                                             cpu_run, id_only):
+    common = [f"paths.data_dir={tmp_path / 'data'}", f"paths.root_dir={tmp_path}", *small_synthetic, *cpu_run,
+              *id_only, *TINY]
     single = tmp_path / "single"
-    _run("recsys-train", [*common, "trainer.devices=1", f"hydra.run.dir={single}"], tmp_path)
+    run_cli("recsys-train", [*common, "trainer.devices=1", f"hydra.run.dir={single}"], tmp_path)
 
     ddp = tmp_path / "ddp"
-    _run("recsys-train", [*common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+    run_cli("recsys-train", [*common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                           "trainer.precision=32-true", "loss.cross_rank_negatives=true",
                           f"hydra.run.dir={ddp}"], tmp_path)
     results = json.loads((ddp / "results.json").read_text())
@@ -53,7 +37,7 @@ def test_ddp_training_and_sharded_evaluation_match_one_process(tmp_path: Path):
 
     evaluated = {}
     for devices, strategy in ((1, "auto"), (2, "ddp")):
-        _run("recsys-eval", [f"run_dir={single}", "accelerator=cpu", f"devices={devices}",
+        run_cli("recsys-eval", [f"run_dir={single}", "accelerator=cpu", f"devices={devices}",
                              f"strategy={strategy}"], tmp_path)
         evaluated[devices] = json.loads((single / "eval.json").read_text())
     for stage in ("val", "test"):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import job_config
 from omegaconf import OmegaConf
 
 from recsys.adapters.item_inputs import build_item_inputs
@@ -138,7 +139,9 @@ def test_quantization_without_backend_is_a_clear_error():
 def test_layer_groups_keep_the_versa_schedule_only():
     enc = build_encoder({**TINY, "layer_groups": 2})
     assert enc.layers == [0, 2, 4] and enc.layer_widths == [64] * 3
-    assert enc.encode(enc.preprocess([{"title": SHORT}])).shape == (1, 3, 64)
+    batch = enc.preprocess([{"title": SHORT}])
+    every = build_encoder(TINY).encode(batch)  # same weights (seed), all 5 entries
+    torch.testing.assert_close(enc.encode(batch), every[:, [0, 2, 4]])
     with pytest.raises(ValueError, match="either layers"):
         build_encoder({**TINY, "layers": [0, 4], "layer_groups": 2})
     with pytest.raises(ValueError, match="layer_groups"):
@@ -161,7 +164,7 @@ def test_real_qwen2_0_5b_config_random_weights_few_layers():
     assert config.vocab_size == 151936 and config.intermediate_size == 4864
     assert enc.layer_widths == [896] * 3 and enc.identity()["source"]["arch_config"]["hidden_size"] == 896
     assert enc.encode(enc.preprocess([{"title": SHORT}, {"title": LONG}])).shape == (2, 3, 896)
-    full = OmegaConf.load(CONF / "llama_7b.yaml")
+    full = job_config("train", ["encoder/text=llama_7b"]).encoder.text  # layer_groups: the shared rule
     assert (full.torch_dtype, full.layer_groups, full.arch) == ("bfloat16", 6, "llama")
 
 

