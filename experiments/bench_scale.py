@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from recsys.atomic_io import write_json_atomic, write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENCODER = [
@@ -171,8 +173,8 @@ def main() -> None:
     slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()) if gpu else f"cpu-{os.cpu_count()}core"
     out = Path(args.out) if args.out else ROOT / "experiments" / "results" / slug
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_scale.md").write_text(report + "\n")
-    (out / "bench_scale.json").write_text(json.dumps({"machine": machine, "stages": rows}, indent=2) + "\n")
+    write_text_atomic(out / "bench_scale.md", report + "\n")
+    write_json_atomic(out / "bench_scale.json", {"machine": machine, "stages": rows})
 
 
 if __name__ == "__main__":

@@ -297,3 +297,11 @@ def test_image_head_init(init):
         assert second.bias.abs().max() > 0 and second.weight.abs().max() <= bound
         assert abs(second.weight.std().item() - bound / 3 ** 0.5) < 2e-3
     assert tower.heads["text"][1].bias.abs().max() > 0  # the text head keeps the default either way
+
+
+def test_build_item_tower_checks_options_like_a_config():
+    store = make_store({"text": [8] * 3})
+    with pytest.raises(ValueError, match="adapter.streams: 'both': Input should be"):
+        build_item_tower("iisan", store, streams="both")
+    with pytest.raises(ValueError, match="adapter.botleneck: unknown key"):
+        build_item_tower("iisan", store, streams="intra", botleneck=4)

@@ -149,8 +149,13 @@ def build_item_tower(
     name: str, source: Any = None, *, num_items: int | None = None, d_model: int = 64, **options: Any
 ) -> ItemTower:
     """Build the tower registered as ``name`` over ``source`` (see ``TowerContext``); N is
-    ``source.num_items`` unless given."""
+    ``source.num_items`` unless given. ``options`` are checked against the tower's typed
+    options first, as a config would be (ValueError naming each bad one)."""
+    from recsys.config.options import options_model, problems
+
     cls = tower_class(name)
+    if bad := problems(options_model(f"adapter {name}", cls.option_parameters()), options, "adapter"):
+        raise ValueError("; ".join(bad))
     if num_items is None:
         if source is None:
             raise ValueError(f"adapter {name!r}: pass num_items (no source to read it from)")
