@@ -143,8 +143,9 @@ class LiveEncoders:
         """Build the encoders (``prepare(model)`` applied to each backbone first, e.g. LoRA
         injection) and the ``EncoderFeatures`` over the scheduled entries."""
         encoders = build_encoders(self.configs)
-        for encoder in encoders.values() if prepare is not None else ():
-            prepare(encoder.model)
+        if prepare is not None:
+            for encoder in encoders.values():
+                prepare(encoder.model)
         available = {m: list(range(len(e.all_widths))) for m, e in encoders.items()}
         entries = select_entries(available, self.layers, self.layer_groups, self.last_only)
         return EncoderFeatures(encoders, self.items, entries, tuned=tuned)

@@ -30,7 +30,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from recsys.atomic_io import write_json_atomic
 from recsys.cli import CONFIG_PATH, config_errors_exit
 from recsys.cli.prepare import prepare_inputs
-from recsys.config.schema import check_config
+from recsys.config.schema import check_config, job_config
 from recsys.eval.popularity import evaluate_popularity
 from recsys.train.builders import (
     build_callbacks,
@@ -38,7 +38,6 @@ from recsys.train.builders import (
     build_item_source,
     build_loggers,
     build_module,
-    job_config,
 )
 from recsys.train.efficiency import EfficiencyCallback
 from recsys.train.restore import load_checkpoint
@@ -203,8 +202,8 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
 def main(cfg: DictConfig) -> float | None:
     try:
         results = train(cfg)
-    except RunInterrupted as stop:
-        raise SystemExit(128 + stop.signum) from None
+    except (RunInterrupted, SIGTERMException) as stop:  # the shell's convention: 128 + signal
+        raise SystemExit(128 + getattr(stop, "signum", signal.SIGTERM)) from None
     return results["metrics"]["val"].get(cfg.eval.monitor.split("/", 1)[1])
 
 

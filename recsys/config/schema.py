@@ -359,13 +359,18 @@ def job_problems(job: str, values: dict[str, Any], untrusted: bool = False) -> l
     return lines
 
 
+def job_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved job config as plain containers (a ``hydra`` node left out): what is
+    checked, and what results.json, checkpoints and loggers record."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
 def check_config(cfg: DictConfig | Mapping[str, Any], job: str, untrusted: bool = False) -> None:
     """Raise ``ConfigError`` unless ``cfg`` (composed or read back; a ``hydra`` node is
     ignored) is a valid ``job`` config (``train``, ``cache``, ``prep``, ``eval``, ``export``)."""
     if isinstance(cfg, DictConfig):
         try:
-            keys = [k for k in cfg if k != "hydra"]
-            values = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+            values = job_config(cfg)
         except OmegaConfBaseException as err:
             raise ConfigError([str(err).splitlines()[0]]) from None
     else:

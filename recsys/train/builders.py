@@ -23,6 +23,7 @@ from recsys.adapters.backbone import LiveEncoders
 from recsys.adapters.layer_schedule import select_entries
 from recsys.cache.manifest import CachePaths, read_json
 from recsys.cache.store import load_feature_store
+from recsys.config.schema import job_config
 from recsys.data.datamodule import SequenceDataModule
 from recsys.models import build_user_encoder
 from recsys.models.recommender import SequentialRecommender
@@ -33,12 +34,6 @@ log = logging.getLogger(__name__)
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-def job_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved job config as plain containers (a ``hydra`` node left out): what
-    results.json, checkpoints and loggers record."""
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
 
 
 def adapter_encoders(cfg: DictConfig) -> dict[str, dict[str, Any]]:
