@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 
 @pytest.mark.slow
@@ -38,6 +39,8 @@ def test_prep_cache_train_eval_chain(tmp_path: Path, run_cli, small_synthetic):
     assert eff["peak_train_memory_bytes"] > 0 and eff["cache_build_s"] > 0
     assert eff["cache_bytes"] > 0 and eff["item_latency_ms"] > 0 and eff["user_batch_latency_ms"] > 0
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    hparams = yaml.safe_load(next(run_dir.glob("csv/version_*/hparams.yaml")).read_text())
+    assert hparams == results["config"]  # the CSV logger got every setting
 
     # Resumable sweeps: the same job again is skipped, its results untouched.
     stamp = (run_dir / "results.json").stat().st_mtime_ns

@@ -29,14 +29,14 @@ are (faithful: [0, 2, 4, 6, 8, 10, 12]) is the adapter config's layer schedule, 
 the source is built (``layer_schedule.py``).
 
 Learning rates (``lr_groups``; ``SequentialRecommender.param_groups`` maps the groups to
-``optimizer.lr``): ``by_module`` puts every side-stream parameter (blocks, gates, alignment) in
-``adapter``, the whole text head in ``text_head``, the other heads and the fusion in ``head``.
-``official`` reproduces the official code's per-parameter rates, which it assigns by
-substrings of parameter names: ``adapter`` (1e-4) = the side blocks of every stream, the image
+``optimizer.lr``): ``official`` (the default) reproduces the official code's per-parameter
+rates, which it assigns by substrings of parameter names: ``adapter`` (1e-4) = the side blocks of every stream, the image
 gates and the image head's first layer; ``text_head`` (5e-5) = the text head's first layer;
 ``head`` (2e-4) = the text and inter gates, the second layer of the text and image heads, both
-inter head layers and the fusion (``docs/reference-departures.md``). Streams of other
-modalities (video, audio) are grouped like the image stream.
+inter head layers and the fusion. Streams of other modalities (video, audio) are grouped like
+the image stream. ``by_module`` puts every side-stream parameter (blocks, gates, alignment) in
+``adapter``, the whole text head in ``text_head``, the other heads and the fusion in ``head``
+(on Scientific it trains worse: ``docs/reference-departures.md``).
 
 Init: PyTorch's default everywhere but the side blocks and gates (``side_block.py``);
 ``image_head_init="xavier_normal"`` gives the image head's second layer (d -> d_model)
@@ -138,7 +138,7 @@ class IISANTower(ItemTower):
         stream_width: intra width per modality: None (last layer's width), an int for all
             modalities, or a dict modality -> int | None.
         bottleneck: side block bottleneck r (64).
-        lr_groups: ``by_module`` | ``official`` (module docstring).
+        lr_groups: ``official`` | ``by_module`` (module docstring).
         image_head_init: ``torch_default`` | ``xavier_normal`` (official).
         d_model: item embedding width (64).
         unique_items: embed each distinct id once per call and scatter back.
@@ -151,7 +151,7 @@ class IISANTower(ItemTower):
         fusion: Literal["gated", "add"] = "gated",
         stream_width: PositiveInt | dict[str, PositiveInt | None] | None = None,
         bottleneck: PositiveInt = 64,
-        lr_groups: Literal["by_module", "official"] = "by_module",
+        lr_groups: Literal["by_module", "official"] = "official",
         image_head_init: Literal["torch_default", "xavier_normal"] = "torch_default",
         d_model: int = 64,
         unique_items: bool = True,
