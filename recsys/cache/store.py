@@ -1,16 +1,21 @@
 """Load cached hidden states into a FeatureStore for training.
 
 ``load_feature_store(cache_dir, {"text": "minilm", "image": "efficientnet_lite0"},
-layers={"text": [0, 2, 4, 6], "image": None})`` reads each encoder's manifest, refuses an
-incomplete cache or one built for another dataset (fingerprint), and keeps only the
-requested hidden-state entries (indices as in the manifest's ``encoder.layers``; None = all
-cached) and only the columns they need.
+layers={"text": [0, 2, 4, 6], "image": None})`` opens each encoder's cache
+(``open_caches``: under the cache's lock, so never halfway through a rebuild), refuses a
+broken one (unreadable or incomplete manifest, array missing, truncated or not matching its
+checksum: recsys/cache/integrity.py, ``verify``) or one built for other item data (its
+``inputs_fingerprint`` differs from the expected one), with an error naming the file and
+saying to run recsys-cache, and keeps only the requested hidden-state entries (indices as in
+the manifest's ``encoder.layers``; None = all cached) and only the columns they need
+(``feature_store``).
 
 Residency:
 - ``device``: the selected features are copied into memory once (torch tensors, buffers of
   the store; moved to ``device`` if given), one ``index_select`` per lookup;
 - ``host``: the store wraps a read-only memmap of the file (a strided view, nothing is
-  read up front); lookups copy only the needed rows out of it;
+  copied up front; the checksum check reads the file once); lookups copy only the needed
+  rows out of it;
 - ``auto``: ``device`` when the features fit (CUDA: under half the free device memory;
   CPU: under half the available RAM), else ``host``.
 
@@ -25,13 +30,16 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from recsys.cache.features import FeatureStore
-from recsys.cache.manifest import CacheMismatchError, CachePaths, read_json
+from recsys.cache.integrity import DEFAULT_VERIFY, open_array, read_manifest
+from recsys.cache.manifest import CacheMismatchError, CachePaths
+from recsys.locking import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +47,69 @@ RESIDENCIES = ("auto", "device", "host")
 FIT_FRACTION = 0.5
 
 
-def _open(
-    cache_dir: str | os.PathLike, modality: str, name: str, fingerprint: str | None
-) -> tuple[dict[str, Any], np.ndarray]:
-    """(manifest, read-only memmap [N+1, L, D_max]) of a finished, matching cache."""
-    paths = CachePaths.of(cache_dir, name)
-    manifest = read_json(paths.manifest)
-    if manifest is None or not paths.features.exists():
-        raise FileNotFoundError(f"no feature cache for encoder {name!r} in {cache_dir} (run recsys-cache)")
-    if not manifest.get("complete"):
-        raise CacheMismatchError(f"cache {paths.features} is incomplete (rerun recsys-cache)")
+class OpenedCache(NamedTuple):
+    """A verified cache: its manifest and a read-only memmap of its array [N+1, L, D_max]."""
+
+    manifest: dict[str, Any]
+    array: np.ndarray
+
+
+
+def _expected(fingerprint: str | Mapping[str, str] | None, modality: str) -> str | None:
+    if fingerprint is None or isinstance(fingerprint, str):
+        return fingerprint
+    return fingerprint.get(modality)
+
+
+def _broken(err: CacheMismatchError) -> CacheMismatchError:
+    return CacheMismatchError(f"{err}: run recsys-cache (cache.on_mismatch=rebuild) to rebuild it")
+
+
+def _open_one(paths: CachePaths, modality: str, expected: str | None, verify: str) -> OpenedCache | None:
+    """The cache at ``paths`` once its manifest holds ``modality`` features built for the
+    ``expected`` inputs and its array is verified (the costly part, so it comes last)."""
+    try:
+        manifest = read_manifest(paths)
+    except CacheMismatchError as err:
+        raise _broken(err) from None
+    if manifest is None:
+        return None
     if manifest["encoder"]["modality"] != modality:
         raise CacheMismatchError(
-            f"cache {name!r} holds {manifest['encoder']['modality']} features, not {modality}"
+            f"cache {manifest['encoder']['name']!r} holds {manifest['encoder']['modality']} "
+            f"features, not {modality}"
         )
-    if fingerprint is not None and manifest["dataset_fingerprint"] != fingerprint:
+    if expected is not None and manifest["inputs_fingerprint"] != expected:
         raise CacheMismatchError(
-            f"cache {paths.features} was built for another dataset: fingerprint "
-            f"{manifest['dataset_fingerprint']} != {fingerprint} (rerun recsys-cache)"
+            f"cache {paths.features} was built for another dataset (or other media files): inputs "
+            f"fingerprint {manifest['inputs_fingerprint']} != {expected} (rerun recsys-cache)"
         )
-    array = np.load(paths.features, mmap_mode="r")
-    if list(array.shape) != manifest["shape"] or str(array.dtype) != manifest["dtype"]:
-        raise CacheMismatchError(
-            f"{paths.features} is {array.dtype}{list(array.shape)}, its manifest says "
-            f"{manifest['dtype']}{manifest['shape']}"
-        )
-    return manifest, array
+    try:
+        return OpenedCache(manifest, open_array(paths, manifest, verify))
+    except CacheMismatchError as err:
+        raise _broken(err) from None
+
+
+def open_caches(
+    cache_dir: str | os.PathLike,
+    encoders: dict[str, str],
+    fingerprint: str | Mapping[str, str] | None = None,
+    verify: str = DEFAULT_VERIFY,
+    lock_wait_s: float | None = None,
+) -> dict[str, OpenedCache]:
+    """modality -> the verified cache of ``encoders[modality]`` (see ``load_feature_store``
+    for the arguments); FileNotFoundError / CacheMismatchError naming the file otherwise."""
+    opened = {}
+    for modality, name in encoders.items():
+        paths = CachePaths.of(cache_dir, name)
+        cache = None
+        if paths.manifest.exists():  # checked first: no lock file is made in a wrong directory
+            with exclusive(paths.lock, f"cache {paths.features}", lock_wait_s):
+                cache = _open_one(paths, modality, _expected(fingerprint, modality), verify)
+        if cache is None:
+            raise FileNotFoundError(f"no feature cache for encoder {name!r} in {cache_dir}: run recsys-cache")
+        opened[modality] = cache
+    return opened
 
 
 def _positions(manifest: dict[str, Any], wanted: list[int] | None) -> list[int]:
@@ -104,29 +149,17 @@ def _fits(nbytes: int, device: torch.device) -> bool:
     return nbytes <= FIT_FRACTION * free
 
 
-def load_feature_store(
-    cache_dir: str | os.PathLike,
-    encoders: dict[str, str],
+def feature_store(
+    opened: dict[str, OpenedCache],
     layers: dict[str, list[int] | None] | None = None,
     residency: str = "auto",
-    fingerprint: str | None = None,
     device: str | torch.device | None = None,
 ) -> FeatureStore:
-    """FeatureStore over the caches of ``encoders`` (modality -> encoder name).
-
-    Args:
-        layers: modality -> hidden-state entry indices to keep (None / absent = all cached).
-        residency: ``auto`` | ``device`` | ``host`` (see module docstring).
-        fingerprint: the dataset's fingerprint; a cache built for another refuses to load.
-        device: where a device-resident store goes (default: CUDA if available, else CPU
-            for the ``auto`` decision, and the store is left on the CPU).
-    Returns: FeatureStore with per modality [N+1, L_sel, max selected width] fp16.
-    """
+    """FeatureStore over caches from ``open_caches`` (arguments: ``load_feature_store``)."""
     if residency not in RESIDENCIES:
         raise ValueError(f"residency {residency!r} not in {RESIDENCIES}")
     layers = layers or {}
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    opened = {m: _open(cache_dir, m, name, fingerprint) for m, name in encoders.items()}
     plan = {}
     for modality, (manifest, array) in opened.items():
         positions = _positions(manifest, layers.get(modality))
@@ -138,3 +171,32 @@ def load_feature_store(
     features = {m: _select(a, p, max(w), copy=resident) for m, (a, p, w) in plan.items()}
     store = FeatureStore(features, {m: w for m, (_, _, w) in plan.items()}, resident)
     return store.to(target) if resident and device is not None else store
+
+
+def load_feature_store(
+    cache_dir: str | os.PathLike,
+    encoders: dict[str, str],
+    layers: dict[str, list[int] | None] | None = None,
+    residency: str = "auto",
+    fingerprint: str | Mapping[str, str] | None = None,
+    device: str | torch.device | None = None,
+    verify: str = DEFAULT_VERIFY,
+    lock_wait_s: float | None = None,
+) -> FeatureStore:
+    """FeatureStore over the caches of ``encoders`` (modality -> encoder name).
+
+    Args:
+        layers: modality -> hidden-state entry indices to keep (None / absent = all cached).
+        residency: ``auto`` | ``device`` | ``host`` (see module docstring).
+        fingerprint: the inputs fingerprint each cache must have been built for
+            (``recsys.cache.inputs.cache_inputs_fingerprint`` of the dataset's items):
+            modality -> fingerprint, or one str for every modality; None = not checked.
+        device: where a device-resident store goes (default: CUDA if available, else CPU
+            for the ``auto`` decision, and the store is left on the CPU).
+        verify: ``checksum`` (default: hash each array once, a full read) | ``size``.
+        lock_wait_s: how long to wait for a build of a cache in progress (None: as long as
+            it takes).
+    Returns: FeatureStore with per modality [N+1, L_sel, max selected width] fp16.
+    """
+    opened = open_caches(cache_dir, encoders, fingerprint, verify, lock_wait_s)
+    return feature_store(opened, layers, residency, device)

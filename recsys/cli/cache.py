@@ -16,7 +16,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.cache.build import build_cache
-from recsys.cli import CONFIG_PATH, config_errors_exit
+from recsys.cache.file_fingerprint import media_fingerprint_of
+from recsys.cache.inputs import cache_inputs_fingerprint
+from recsys.cli import CONFIG_PATH, refusals_exit
 from recsys.config.schema import check_config
 from recsys.data.processed import ProcessedDataset
 from recsys.encoders import build_encoder
@@ -36,11 +38,11 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 def build_caches(
     cfg: DictConfig, modalities: tuple[str, ...] | list[str] = MODALITIES
 ) -> dict[str, dict[str, Any]]:
-    """Build (or reuse) the cache of each configured encoder of ``modalities``;
+    """Build (or reuse) the cache of each configured encoder of ``modalities``, each keyed
+    by the inputs fingerprint of what that encoder reads (recsys/cache/inputs.py);
     modality -> manifest."""
-    dataset = ProcessedDataset.load(cfg.data.processed_dir)
-    records = dataset.items.to_dicts()
-    fingerprint = dataset.fingerprint()
+    records = ProcessedDataset.load(cfg.data.processed_dir).items.to_dicts()
+    media = media_fingerprint_of(cfg.data)
     manifests = {}
     for modality in modalities:
         encoder_cfg = cfg.encoder.get(modality)
@@ -50,13 +52,15 @@ def build_caches(
         manifest = build_cache(
             encoder,
             records,
-            fingerprint,
+            cache_inputs_fingerprint(encoder.identity(), records, media),
             cfg.cache.dir,
             dtype=cfg.cache.dtype,
             on_mismatch=cfg.cache.on_mismatch,
             amp=cfg.cache.amp,
             device=cfg.cache.device,
             progress_bar=cfg.cache.progress_bar,
+            verify=cfg.cache.verify,
+            lock_wait_s=cfg.cache.lock_wait_s,
         )
         build = manifest["build"]
         timing = f"in {build['seconds']:.1f} s, {build['items_per_second']} items/s"
@@ -73,7 +77,7 @@ def build_caches(
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="cache")
-@config_errors_exit
+@refusals_exit
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of ``recsys-cache``."""
     run(cfg)

@@ -15,8 +15,9 @@ from recsys.train.builders import cached_encoders
 
 
 def prepare_inputs(cfg: DictConfig) -> None:
-    """Build (or reuse) ``cfg.data``'s processed dataset and the adapter's caches."""
-    prepare(OmegaConf.to_container(cfg.data, resolve=True))
+    """Build (or reuse) ``cfg.data``'s processed dataset and the adapter's caches (waiting
+    up to ``cache.lock_wait_s`` for another process building either)."""
+    prepare(OmegaConf.to_container(cfg.data, resolve=True), lock_wait_s=cfg.cache.lock_wait_s)
     modalities = list(cached_encoders(cfg))
     if modalities:
         build_caches(cfg, modalities=modalities)

@@ -27,6 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from recsys.atomic_io import atomic_path
+from recsys.errors import Refused
 
 ITEMS_SCHEMA = {
     "item_id": pl.Int32,
@@ -43,7 +44,7 @@ FILES = ("items.parquet", "users.parquet", "interactions.parquet", "stats.json")
 FINGERPRINT_COLUMNS = ("item_id", "key", "title", "image_path")
 
 
-class ProcessedDataError(ValueError):
+class ProcessedDataError(Refused, ValueError):
     """A processed dataset file is missing or does not follow the canonical schema."""
 
 
@@ -129,9 +130,10 @@ class ProcessedDataset:
 
     def fingerprint(self) -> str:
         """sha256 hex digest over the items' (item_id, key, title, image_path), plus
-        ``video_path`` / ``audio_path`` where any item has one: what an item-feature cache
-        depends on. A dataset without video and audio keeps the fingerprint it had before
-        those columns existed."""
+        ``video_path`` / ``audio_path`` where any item has one: the identity of the catalogue.
+        It covers media paths, not the files' contents; a feature cache is keyed by its own
+        inputs fingerprint, which does (recsys/cache/inputs.py). A dataset without video and
+        audio keeps the fingerprint it had before those columns existed."""
         columns = {c: self.items[c].to_list() for c in FINGERPRINT_COLUMNS}
         columns.update(  # media columns only where used: old fingerprints (and caches) stay valid
             (c, self.items[c].to_list())
@@ -140,6 +142,17 @@ class ProcessedDataset:
         )
         payload = json.dumps(columns, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def content_fingerprint(self) -> str:
+        """sha256 hex digest over everything a trained model depends on: the item features
+        (``fingerprint()``), the user keys and the interaction table (user_id, item_id,
+        position). A dataset re-prepared with other data changes it; the same data written
+        again does not (it hashes values, not file bytes)."""
+        digest = hashlib.sha256(self.fingerprint().encode())
+        digest.update(json.dumps(self.users["key"].to_list(), ensure_ascii=False).encode("utf-8"))
+        for column in ("user_id", "item_id", "position"):
+            digest.update(self.interactions[column].cast(pl.Int64).to_numpy().tobytes())
+        return digest.hexdigest()
 
     def write_into(self, directory: Path | str) -> None:
         """Write the four files into an existing (staging) directory; not atomic by itself."""
@@ -173,8 +186,7 @@ class ProcessedDataset:
                     f"{directory / name} not found; build the dataset with `recsys-prep "
                     f"data=<name>` (see data_prep/README.md)"
                 )
-        with open(directory / "stats.json", encoding="utf-8") as stats_file:
-            stats = json.load(stats_file)
+        stats = read_stats(directory)
         dataset = cls(
             items=pl.read_parquet(directory / "items.parquet"),
             users=pl.read_parquet(directory / "users.parquet"),
@@ -187,9 +199,20 @@ class ProcessedDataset:
 
 
 def read_stats(directory: Path | str) -> dict | None:
-    """The ``stats.json`` of a processed dataset directory, or None if it has none."""
+    """The ``stats.json`` of a processed dataset directory, or None if it has none.
+
+    Raises:
+        ProcessedDataError: it is not a JSON object (empty, truncated, ...); the message
+            names the file and says how to rebuild it.
+    """
     path = Path(directory) / "stats.json"
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as stats_file:
-        return json.load(stats_file)
+    rebuild = "rebuild it with `recsys-prep data=<name>` (it rebuilds an unreadable one)"
+    try:
+        stats = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ProcessedDataError(f"{path} is not valid JSON ({err}; truncated?): {rebuild}") from None
+    if not isinstance(stats, dict):
+        raise ProcessedDataError(f"{path} holds a JSON {type(stats).__name__}, not an object: {rebuild}")
+    return stats
