@@ -8,6 +8,11 @@
 Leave-one-out needs at least 3 interactions per user, so ``min_interactions`` >= 3 and
 ``keep_last`` >= 3. On the IISAN files (5, 13) gives Scientific 12,076 users / 20,314 items /
 81,711 interactions and Instrument 10,000 / 19,246 / 75,022.
+
+A protocol that leaves no user (the raw data has no items or no interactions, or every user
+has fewer than ``min_interactions``) is refused with a ``RawDataError`` naming the dataset
+and its raw files, saying how many users and interactions were dropped and why, and what
+to do: a dataset without users would train to NaN.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 
 import polars as pl
 
-from data_prep.readers import RawDataset
+from data_prep.readers import RawDataError, RawDataset
 from recsys.data.processed import ITEMS_SCHEMA, OPTIONAL_ITEM_COLUMNS, ProcessedDataset
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,32 @@ def _check_raw(raw: RawDataset) -> None:
         )
 
 
+def _no_users_left(
+    raw: RawDataset, min_interactions: int, dataset: str, source: dict
+) -> RawDataError:
+    """The error for a protocol that keeps no user: what the reader gave, what was dropped
+    and why, and what to do."""
+    files = [entry["path"] for entry in source.get("files", {}).values()]
+    read_from = f" (read from {', '.join(files)})" if files else ""
+    skipped = f"; the reader skipped {raw.dropped}" if raw.dropped else ""
+    check_files = "check that data.raw names the right files and that they are complete"
+    if raw.items.height == 0 or raw.interactions.height == 0:
+        found = "the item catalogue is empty" if raw.items.height == 0 else "it has no interactions"
+        advice = check_files.capitalize()
+    else:
+        longest = raw.interactions.group_by("user_key").len()["len"].max()
+        found = (
+            f"all {raw.interactions['user_key'].n_unique()} users "
+            f"({raw.interactions.height} interactions) have fewer than min_interactions="
+            f"{min_interactions} interactions (the longest has {longest})"
+        )
+        advice = f"Lower data.protocol.min_interactions (>= {MIN_SEQUENCE_LENGTH}), or {check_files}"
+    return RawDataError(
+        f"dataset {dataset!r}{read_from}: no users left after the protocol: {found}{skipped}. "
+        f"{advice}"
+    )
+
+
 def apply_protocol(
     raw: RawDataset,
     *,
@@ -61,6 +92,9 @@ def apply_protocol(
         dataset: the dataset name written to ``stats.json``.
         source: what the data was built from (written to ``stats.json: source``).
 
+    Raises:
+        RawDataError: no user is left (see the module docstring).
+
     Returns:
         ProcessedDataset with ``stats.dropped`` = the reader's skipped records plus
         ``users_below_min_interactions``, ``interactions_of_dropped_users``,
@@ -70,6 +104,8 @@ def apply_protocol(
         raise ValueError(f"min_interactions must be >= {MIN_SEQUENCE_LENGTH} (leave-one-out)")
     if keep_last is not None and keep_last < MIN_SEQUENCE_LENGTH:
         raise ValueError(f"keep_last must be None or >= {MIN_SEQUENCE_LENGTH} (leave-one-out)")
+    if raw.items.height == 0 or raw.interactions.height == 0:
+        raise _no_users_left(raw, min_interactions, dataset, source or {})
     _check_raw(raw)
 
     length = pl.len().over("user_key").cast(pl.Int64)  # u32 would wrap in length - keep_last
@@ -78,6 +114,8 @@ def apply_protocol(
     if keep_last is not None:
         rank_in_user = pl.int_range(pl.len()).over("user_key")
         kept = long_enough.filter(rank_in_user >= length - keep_last)
+    if kept.height == 0:
+        raise _no_users_left(raw, min_interactions, dataset, source or {})
 
     users = (
         kept.select(key=pl.col("user_key")).unique(maintain_order=True)

@@ -20,15 +20,35 @@ Readers are found by discovery (every module of this package and the entry-point
 Readers report every bad input through ``ctx.problem(...)``: with ``on_error="raise"`` it
 raises a ``RawDataError`` naming the file, the line and what to do; with ``"skip"`` it
 counts the reason (later written under ``stats.json: dropped``) and logs the first few.
+
+Shared reading rules (``text_lines``, ``csv_records``, ``parse_int64``, ``clean_text``):
+
+- lines are the file's ``\n``-separated lines, so the line numbers in errors are those an
+  editor or ``sed -n Np`` shows; the line end (``\n`` or ``\r\n``) is removed and a stray
+  CR anywhere else (inside a field) is read as a space;
+- a UTF-8 byte-order mark opening a file is dropped (never part of the first key);
+- a line that is not valid UTF-8 is a bad record ``invalid_utf8`` (that line alone);
+- integer fields (ids, timestamps) are ASCII digits with an optional ``-`` that fit in
+  int64; anything else is a ``malformed_line``;
+- a title or description that shows nothing (whitespace, zero-width and other format or
+  control characters, fillers) counts as empty;
+- a file that yields no usable item or no usable interaction is refused (``RawDataError``
+  naming it), in either mode: it is an unusable dataset, not a bad record.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
+import gzip
 import html
 import logging
 import os
+import re
+import unicodedata
+import zlib
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,15 +56,28 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
+from recsys.errors import Refused
 from recsys.registry import Registry
 
 log = logging.getLogger(__name__)
 
 README_HINT = "see data_prep/README.md for where to get each raw dataset"
 _LOGGED_PER_REASON = 5
+INT64_RANGE = (-(2**63), 2**63 - 1)
+_INTEGER = re.compile(r"-?[0-9]+")
+# Unicode categories that render as nothing: control (Cc), format (Cf: zero-width space and
+# joiners, direction marks, BOM, ...), unassigned (Cn) and private use (Co).
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cn", "Co"})
+# Invisible characters of other categories: the default-ignorable code points outside Cf
+# (combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian and other
+# variation selectors) and the blank Braille pattern.
+_INVISIBLE_CHARACTERS = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\ufe00-\ufe0f\uffa0"
+    "\U000e0100-\U000e01ef]"
+)
 
 
-class RawDataError(ValueError):
+class RawDataError(Refused, ValueError):
     """A raw input file is missing or holds a record the reader cannot use."""
 
 
@@ -124,9 +157,93 @@ def require_file(path: Path | str, what: str) -> Path:
     return path
 
 
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: it holds only whitespace and invisible characters
+    (control, format, unassigned, private-use, fillers, variation selectors)."""
+    return all(
+        char.isspace()
+        or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+        or _INVISIBLE_CHARACTERS.fullmatch(char)
+        for char in text
+    )
+
+
 def clean_text(text: str) -> str:
-    """HTML entities unescaped (``&amp;`` -> ``&``), surrounding whitespace stripped."""
-    return html.unescape(text).strip()
+    """HTML entities unescaped (``&amp;`` -> ``&``), surrounding whitespace stripped; ``""``
+    when nothing visible is left (see ``is_blank``)."""
+    text = html.unescape(text).strip()
+    return "" if is_blank(text) else text
+
+
+def is_integer(text: str) -> bool:
+    """True when ``text`` is ASCII digits with an optional ``-`` (surrounding whitespace
+    allowed), of any size."""
+    return _INTEGER.fullmatch(text.strip()) is not None
+
+
+def parse_int64(value: Any) -> int | None:
+    """``value`` as an int when it is one (not a bool) or an ``is_integer`` string, and fits
+    in int64; None otherwise."""
+    if isinstance(value, str):
+        value = int(value) if is_integer(value) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return value if INT64_RANGE[0] <= value <= INT64_RANGE[1] else None
+
+
+def text_lines(
+    path: Path, ctx: ReadContext, encoding: str = "utf-8"
+) -> Iterator[tuple[int, str]]:
+    """Yield (line number, text) for each ``\n``-separated line of a text file, ``.gz``
+    decompressed: line end removed, a stray CR read as a space, a leading UTF-8 byte-order
+    mark dropped. A line that does not decode (``encoding`` utf-8 or latin-1) is a problem
+    ``invalid_utf8``; a file that cannot be read (damaged gzip, I/O error) a RawDataError."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    line_no = 0
+    try:
+        with opener(path, "rb") as lines:
+            for line_no, raw in enumerate(lines, start=1):
+                if line_no == 1:
+                    raw = raw.removeprefix(codecs.BOM_UTF8)
+                try:
+                    text = raw.decode(encoding)
+                except UnicodeDecodeError as error:
+                    ctx.problem("invalid_utf8", path, line_no,
+                                f"not valid {encoding} (byte {raw[error.start]:#04x}, the "
+                                f"{error.start + 1}th of the line); re-save the file as {encoding}")
+                    continue
+                text = text.removesuffix("\n").removesuffix("\r")
+                yield line_no, text.replace("\r", " ")
+    except (OSError, EOFError, zlib.error) as error:
+        raise RawDataError(
+            f"{path}:{line_no + 1}: cannot read the file ({error}); it is damaged or "
+            f"truncated, get it again ({README_HINT})"
+        ) from None
+
+
+def csv_records(path: Path, ctx: ReadContext) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number where the record starts, fields) for each non-blank record of a
+    UTF-8 CSV file, its lines read by ``text_lines`` (quoted fields may span lines, and hold
+    commas, quotes and line breaks). A record the CSV parser rejects is a ``malformed_line``."""
+    consumed: list[int] = []  # line numbers of the record being parsed
+
+    def lines() -> Iterator[str]:
+        for line_no, text in text_lines(path, ctx):
+            consumed.append(line_no)
+            yield text + "\n"
+
+    records = csv.reader(lines())
+    while True:
+        consumed.clear()
+        try:
+            fields = next(records)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            ctx.problem("malformed_line", path, consumed[0], f"not valid CSV ({error})")
+            continue
+        if fields:
+            yield consumed[0], fields
 
 
 def items_frame(
@@ -154,22 +271,35 @@ def items_frame(
     )
 
 
-class ItemCatalogue:
-    """Items (key, title, optional description) collected in file order; an empty title or a
-    key seen before is a problem reported through the ReadContext (raise, or skip + count)."""
+def _nothing_usable(path: Path, what: str, ctx: ReadContext) -> RawDataError:
+    """The error for a file that gave no usable record: an unusable dataset in any mode."""
+    skipped = f" (records skipped so far: {dict(ctx.dropped)})" if ctx.dropped else ""
+    return RawDataError(
+        f"{path}: no usable {what}: the file is empty or none of its records could be used"
+        f"{skipped}. Check that data.raw names the right file and that it is complete "
+        f"({README_HINT})"
+    )
 
-    def __init__(self, ctx: ReadContext) -> None:
+
+class ItemCatalogue:
+    """Items (key, title, optional description) collected in file order from the items file
+    ``path``; a blank title or a key seen before is a problem reported through the
+    ReadContext (raise, or skip + count)."""
+
+    def __init__(self, ctx: ReadContext, path: Path) -> None:
         self.ctx = ctx
-        self.keys: list[str] = []
+        self.path = path
+        self.keys: list = []
         self.titles: list[str] = []
         self.descriptions: list[str | None] = []
-        self._seen: set[str] = set()
+        self._seen: set = set()
 
-    def add(self, key: str, title: str, path: Path | str, line: int, description: str | None = None) -> None:
-        if not title:
-            self.ctx.problem("empty_title", path, line, f"item {key!r} has an empty title")
+    def add(self, key: str | int, title: str, line: int, description: str | None = None) -> None:
+        """Add one item read from ``line`` of the items file (``title`` cleaned already)."""
+        if is_blank(title):
+            self.ctx.problem("empty_title", self.path, line, f"item {key!r} has an empty title")
         elif key in self._seen:
-            self.ctx.problem("duplicate_item", path, line, f"item {key!r} listed twice")
+            self.ctx.problem("duplicate_item", self.path, line, f"item {key!r} listed twice")
         else:
             self._seen.add(key)
             self.keys.append(key)
@@ -183,9 +313,22 @@ class ItemCatalogue:
         video_paths: list[str | None] | None = None,
         audio_paths: list[str | None] | None = None,
     ) -> pl.DataFrame:
-        """The catalogue as ``items_frame`` (media paths aligned with ``keys``)."""
+        """The catalogue as ``items_frame`` (media paths aligned with ``keys``); a RawDataError
+        naming the items file when it gave no item."""
+        if not self.keys:
+            raise _nothing_usable(self.path, "items", self.ctx)
         return items_frame(self.keys, self.titles, image_paths, self.descriptions,
                            video_paths=video_paths, audio_paths=audio_paths)
+
+
+def raw_dataset(
+    items: pl.DataFrame, interactions: pl.DataFrame, interactions_file: Path, ctx: ReadContext
+) -> RawDataset:
+    """The reader's result, with the counts of ``ctx``; a RawDataError naming
+    ``interactions_file`` when it gave no interaction."""
+    if interactions.height == 0:
+        raise _nothing_usable(interactions_file, "interactions", ctx)
+    return RawDataset(items=items, interactions=interactions, dropped=ctx.dropped_counts())
 
 
 def local_media(

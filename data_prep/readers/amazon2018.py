@@ -11,14 +11,15 @@ Raw config (``conf/data/amazon2018.yaml: raw``):
 
 Sequences: users in order of first appearance in the reviews file, each sorted by
 ``unixReviewTime`` with a stable sort (ties keep file order). Plain-text (uncompressed)
-files are read as well. Bad records (``ctx.problem`` reasons): ``malformed_line`` (not a
-JSON object / missing field), ``empty_title``, ``duplicate_item`` (the 2018 metadata repeats
-some products), ``unknown_item`` (review of a product without metadata).
+files are read as well, lines as in ``data_prep.readers.text_lines``. Bad records
+(``ctx.problem`` reasons): ``malformed_line`` (not a JSON object / missing field /
+``unixReviewTime`` not an int64 integer), ``invalid_utf8``, ``empty_title``,
+``duplicate_item`` (the 2018 metadata repeats some products), ``unknown_item`` (review of a
+product without metadata).
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -33,8 +34,11 @@ from data_prep.readers import (
     ReadContext,
     clean_text,
     local_media,
+    parse_int64,
+    raw_dataset,
     register_reader,
     require_file,
+    text_lines,
 )
 from data_prep.readers.sequences import chronological
 
@@ -43,21 +47,19 @@ log = logging.getLogger(__name__)
 
 def _json_records(path: Path, fields: tuple[str, ...], ctx: ReadContext) -> Iterator[tuple]:
     """Yield (line_no, record) for each JSON line holding all ``fields``; problems otherwise."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                ctx.problem("malformed_line", path, line_no, f"invalid JSON ({error.msg})")
-                continue
-            if not isinstance(record, dict) or any(f not in record for f in fields):
-                ctx.problem("malformed_line", path, line_no,
-                            f"expected a JSON object with fields {list(fields)}")
-                continue
-            yield line_no, record
+    for line_no, line in text_lines(path, ctx):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            ctx.problem("malformed_line", path, line_no, f"invalid JSON ({error.msg})")
+            continue
+        if not isinstance(record, dict) or any(f not in record for f in fields):
+            ctx.problem("malformed_line", path, line_no,
+                        f"expected a JSON object with fields {list(fields)}")
+            continue
+        yield line_no, record
 
 
 def _text(value) -> str:
@@ -68,10 +70,10 @@ def _text(value) -> str:
 
 
 def _read_meta(path: Path, ctx: ReadContext) -> ItemCatalogue:
-    catalogue = ItemCatalogue(ctx)
+    catalogue = ItemCatalogue(ctx, path)
     for line_no, record in _json_records(path, ("asin", "title"), ctx):
         description = _text(record.get("description")) or None
-        catalogue.add(str(record["asin"]), _text(record["title"]), path, line_no, description)
+        catalogue.add(str(record["asin"]), _text(record["title"]), line_no, description)
     return catalogue
 
 
@@ -85,11 +87,12 @@ def _read_reviews(path: Path, known_items: set[str], ctx: ReadContext) -> pl.Dat
         if asin not in known_items:
             ctx.problem("unknown_item", path, line_no, f"product {asin!r} has no metadata")
             continue
-        try:
-            times.append(int(record["unixReviewTime"]))
-        except (TypeError, ValueError):
-            ctx.problem("malformed_line", path, line_no, "'unixReviewTime' is not an integer")
+        time = parse_int64(record["unixReviewTime"])
+        if time is None:
+            ctx.problem("malformed_line", path, line_no,
+                        "'unixReviewTime' is not an integer (int64)")
             continue
+        times.append(time)
         users.append(str(record["reviewerID"]))
         items.append(asin)
     frame = pl.DataFrame(
@@ -116,4 +119,4 @@ def read_amazon2018(raw: Mapping, ctx: ReadContext) -> RawDataset:
     log.info("%d of %d products have a local image", sum(p is not None for p in images), len(images))
     items = catalogue.frame(images)
     interactions = _read_reviews(reviews_file, set(catalogue.keys), ctx)
-    return RawDataset(items=items, interactions=interactions, dropped=ctx.dropped_counts())
+    return raw_dataset(items, interactions, reviews_file, ctx)

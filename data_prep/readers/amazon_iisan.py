@@ -8,13 +8,16 @@ Raw config (``conf/data/scientific.yaml: raw``):
         stats.json ``missing``). null = text only.
 
 Bad records (``ctx.problem`` reasons): ``malformed_line`` (no tab / no items / no title
-column), ``empty_title``, ``duplicate_item``, ``duplicate_user``, ``unknown_item`` (an ASIN
-in a sequence that the items file lacks; skipping drops that one interaction).
+column), ``invalid_utf8``, ``empty_title``, ``duplicate_item``, ``duplicate_user``,
+``unknown_item`` (an ASIN in a sequence that the items file lacks; skipping drops that one
+interaction). Lines, BOM and stray CRs as in ``text_lines``; an items or users file without
+a usable line is refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import polars as pl
 
@@ -25,21 +28,22 @@ from data_prep.readers import (
     ReadContext,
     clean_text,
     local_media,
+    raw_dataset,
     register_reader,
     require_file,
+    text_lines,
 )
 from data_prep.readers.sequences import read_user_sequences
 
 
-def _read_items(path, images_dir, ctx: ReadContext) -> pl.DataFrame:
-    catalogue = ItemCatalogue(ctx)
-    with open(path, encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            fields = line.rstrip("\r\n").split("\t", 1)
-            if len(fields) != 2 or not fields[0]:
-                ctx.problem("malformed_line", path, line_no, "expected 'ASIN<TAB>title'")
-                continue
-            catalogue.add(fields[0].strip(), clean_text(fields[1]), path, line_no)
+def _read_items(path: Path, images_dir, ctx: ReadContext) -> pl.DataFrame:
+    catalogue = ItemCatalogue(ctx, path)
+    for line_no, line in text_lines(path, ctx):
+        fields = line.split("\t", 1)
+        if len(fields) != 2 or not fields[0].strip():
+            ctx.problem("malformed_line", path, line_no, "expected 'ASIN<TAB>title'")
+            continue
+        catalogue.add(fields[0].strip(), clean_text(fields[1]), line_no)
     return catalogue.frame(local_media(images_dir, catalogue.keys, ".jpg"))
 
 
@@ -57,4 +61,4 @@ def read_amazon_iisan(raw: Mapping, ctx: ReadContext) -> RawDataset:
     items_file = require_file(raw["items_file"], "IISAN items file")
     items = _read_items(items_file, raw.get("images_dir"), ctx)
     interactions = read_user_sequences(users_file, set(items["key"].to_list()), ctx)
-    return RawDataset(items=items, interactions=interactions, dropped=ctx.dropped_counts())
+    return raw_dataset(items, interactions, users_file, ctx)

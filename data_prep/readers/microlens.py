@@ -18,15 +18,15 @@ Raw config (``conf/data/microlens.yaml: raw``):
         ``<item><suffixes.audio>`` -> ``audio_path`` (null = that modality is not used).
     suffixes: ``{cover: .jpg, video: .mp4, audio: .wav}``.
 Items without a cover, video or audio file keep a null path (counted in ``stats.json:
-missing``), they are not dropped. Bad records (``ctx.problem`` reasons): ``malformed_line``,
-``empty_title``, ``duplicate_item``, ``unknown_item`` (an interaction with an item that has
-no title: not in the titles file, or its line there was skipped), and for the ``.tsv``
-layout ``duplicate_user``.
+missing``), they are not dropped. Lines as in ``data_prep.readers.text_lines``; timestamps
+must fit in int64. Bad records (``ctx.problem`` reasons): ``malformed_line``,
+``invalid_utf8``, ``empty_title``, ``duplicate_item``, ``unknown_item`` (an interaction with
+an item that has no title: not in the titles file, or its line there was skipped), and for
+the ``.tsv`` layout ``duplicate_user``.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -35,12 +35,15 @@ import polars as pl
 
 from data_prep.readers import (
     ItemCatalogue,
-    RawDataError,
     RawDataset,
     RawOptions,
     ReadContext,
     clean_text,
+    csv_records,
+    is_integer,
     local_media,
+    parse_int64,
+    raw_dataset,
     register_reader,
     require_file,
 )
@@ -49,36 +52,24 @@ from data_prep.readers.sequences import chronological, read_user_sequences
 log = logging.getLogger(__name__)
 
 
-def _is_int(value: str) -> bool:
-    return value.strip().removeprefix("-").isdigit()
-
-
-def _csv_records(path: Path, integer_field: int) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number where the record starts, fields) for each non-blank CSV record
-    (utf-8, with or without a byte-order mark). The first record is a header, skipped, when
-    its field ``integer_field`` (an integer in the data: item id, timestamp) is not one."""
-    with open(path, encoding="utf-8-sig", newline="") as lines:
-        records = csv.reader(lines)
-        end = 0
-        try:
-            for fields in records:
-                start, end = end + 1, records.line_num
-                if start == 1 and fields and not _is_int(fields[integer_field]):
-                    log.info("%s: reading line 1 as a header: %s", path, fields)
-                elif fields:
-                    yield start, fields
-        except csv.Error as error:
-            raise RawDataError(f"{path}:{end + 1}: not valid CSV ({error})") from None
+def _records(path: Path, integer_field: int, ctx: ReadContext) -> Iterator[tuple[int, list[str]]]:
+    """``csv_records`` of ``path``; the first record is a header, skipped, when its field
+    ``integer_field`` (an integer in the data: item id, timestamp) is not one."""
+    for index, (line_no, fields) in enumerate(csv_records(path, ctx)):
+        if index == 0 and not is_integer(fields[integer_field]):
+            log.info("%s: reading line %d as a header: %s", path, line_no, fields)
+        else:
+            yield line_no, fields
 
 
 def _read_titles(path: Path, ctx: ReadContext) -> ItemCatalogue:
-    catalogue = ItemCatalogue(ctx)
-    for line_no, fields in _csv_records(path, integer_field=0):
+    catalogue = ItemCatalogue(ctx, path)
+    for line_no, fields in _records(path, 0, ctx):
         key = fields[0].strip()
         if len(fields) < 2 or not key:
             ctx.problem("malformed_line", path, line_no, "expected 'item,title'")
             continue
-        catalogue.add(key, clean_text(",".join(fields[1:])), path, line_no)
+        catalogue.add(key, clean_text(",".join(fields[1:])), line_no)
     return catalogue
 
 
@@ -86,18 +77,19 @@ def _read_pairs_csv(path: Path, known_items: set[str], ctx: ReadContext) -> pl.D
     users: list[str] = []
     items: list[str] = []
     times: list[int] = []
-    for line_no, fields in _csv_records(path, integer_field=-1):
-        if len(fields) != 3 or not all(f.strip() for f in fields) or not _is_int(fields[2]):
+    for line_no, fields in _records(path, -1, ctx):
+        timestamp = parse_int64(fields[-1])
+        if len(fields) != 3 or not all(f.strip() for f in fields) or timestamp is None:
             ctx.problem("malformed_line", path, line_no,
-                        "expected 'user,item,timestamp' (integer timestamp)")
+                        "expected 'user,item,timestamp' (integer timestamp, int64)")
             continue
-        user, item, timestamp = (f.strip() for f in fields)
+        user, item = fields[0].strip(), fields[1].strip()
         if item not in known_items:
             ctx.problem("unknown_item", path, line_no, f"item {item!r} has no title in the titles file")
             continue
         users.append(user)
         items.append(item)
-        times.append(int(timestamp))
+        times.append(timestamp)
     events = pl.DataFrame(
         {"user_key": users, "item_key": items, "timestamp": times},
         schema={"user_key": pl.String, "item_key": pl.String, "timestamp": pl.Int64},
@@ -139,11 +131,10 @@ def read_microlens(raw: Mapping, ctx: ReadContext) -> RawDataset:
     for column, paths in media.items():
         log.info("%d of %d items have a local %s", sum(p is not None for p in paths), len(paths),
                  column.removesuffix("_paths"))
+    items = catalogue.frame(**media)
     known = set(catalogue.keys)
     if pairs_file.suffix == ".tsv":
         interactions = read_user_sequences(pairs_file, known, ctx)
     else:
         interactions = _read_pairs_csv(pairs_file, known, ctx)
-    return RawDataset(
-        items=catalogue.frame(**media), interactions=interactions, dropped=ctx.dropped_counts()
-    )
+    return raw_dataset(items, interactions, pairs_file, ctx)

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import polars as pl
 
-from data_prep.readers import ReadContext
+from data_prep.readers import ReadContext, text_lines
 
 
 def read_user_sequences(path: Path, known_items: set[str], ctx: ReadContext) -> pl.DataFrame:
     """Read ``user<TAB>item item ...`` lines (items separated by whitespace, oldest first).
 
-    Problems (``ctx.problem`` reasons): ``malformed_line`` (no tab, no items),
-    ``duplicate_user`` (a user on a second line; the line is skipped), ``unknown_item`` (an item
-    not in ``known_items``; skipping drops that one interaction).
+    Lines as in ``text_lines``. Problems (``ctx.problem`` reasons): ``malformed_line`` (no tab,
+    no items), ``invalid_utf8``, ``duplicate_user`` (a user on a second line; the line is
+    skipped), ``unknown_item`` (an item not in ``known_items``; skipping drops that one
+    interaction).
 
     Returns:
         Frame ``[user_key str, item_key str]``, users in file order, rows chronological.
@@ -28,25 +29,24 @@ def read_user_sequences(path: Path, known_items: set[str], ctx: ReadContext) -> 
     user_keys: list[str] = []
     item_keys: list[str] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            fields = line.rstrip("\r\n").split("\t")
-            if len(fields) != 2 or not fields[0] or not fields[1].split():
-                ctx.problem("malformed_line", path, line_no, "expected 'user<TAB>item item ...'")
+    for line_no, line in text_lines(path, ctx):
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[0].strip() or not fields[1].split():
+            ctx.problem("malformed_line", path, line_no, "expected 'user<TAB>item item ...'")
+            continue
+        user = fields[0].strip()
+        if user in seen:
+            ctx.problem("duplicate_user", path, line_no, f"user {user!r} appears again")
+            continue
+        seen.add(user)
+        for item in fields[1].split():
+            if item not in known_items:
+                ctx.problem(
+                    "unknown_item", path, line_no, f"item {item!r} is not in the items file"
+                )
                 continue
-            user = fields[0].strip()
-            if user in seen:
-                ctx.problem("duplicate_user", path, line_no, f"user {user!r} appears again")
-                continue
-            seen.add(user)
-            for item in fields[1].split():
-                if item not in known_items:
-                    ctx.problem(
-                        "unknown_item", path, line_no, f"item {item!r} is not in the items file"
-                    )
-                    continue
-                user_keys.append(user)
-                item_keys.append(item)
+            user_keys.append(user)
+            item_keys.append(item)
     return pl.DataFrame(
         {"user_key": user_keys, "item_key": item_keys},
         schema={"user_key": pl.String, "item_key": pl.String},

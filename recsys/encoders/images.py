@@ -1,10 +1,14 @@
 """Image inputs of frozen image encoders: load, convert to RGB, resize (no crop), normalise.
 
+Any Pillow mode is converted to 8-bit RGB by ``media.to_rgb``: transparency (RGBA, LA, PA,
+palette or colour transparency) composited over white, 16-bit grayscale (I;16) scaled from
+0..65535, 32-bit integer (I) and float (F) from their value range, never clipped to white.
 Items without an image (``image_path`` null) get an all-zero input and ``valid=False`` (the
 encoder then writes a zero feature row); they are counted in ``batch["missing"]``. An
-unreadable file raises an error naming it, or with ``on_error="skip"`` is treated like a
-missing image and counted in ``batch["failed"]`` (``media.read_records``, shared with the
-audio and video encoders).
+unreadable file (corrupt, a mode Pillow cannot convert, over Pillow's decompression-bomb
+limit) raises an error naming it, or with ``on_error="skip"`` is treated like a missing
+image and counted in ``batch["failed"]`` (``media.read_records``, shared with the audio and
+video encoders).
 
 Example:
     >>> prep = ImagePreprocessor(224, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -18,11 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 from torchvision.transforms import v2
 
 from recsys.encoders.base import FrozenEncoder
-from recsys.encoders.media import ON_ERROR, read_records
+from recsys.encoders.media import ON_ERROR, RGB_CONVERSION, load_rgb_image, read_records
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,7 +61,7 @@ class ImagePreprocessor:
         """What changes the pixels (for the manifest)."""
         return {
             "field": "image_path",
-            "mode": "RGB",
+            **RGB_CONVERSION,
             "resize": [self.resolution, self.resolution],
             "crop": None,
             "mean": self.mean,
@@ -67,8 +70,7 @@ class ImagePreprocessor:
 
     def _load(self, path: str) -> torch.Tensor:
         """An image file -> [3, R, R] normalised float32."""
-        with Image.open(path) as img:
-            return self.transform(img.convert("RGB"))
+        return self.transform(load_rgb_image(path))
 
     def __call__(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         media = read_records(records, "image_path", self._load, self.on_error, "image")

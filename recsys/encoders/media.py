@@ -5,6 +5,10 @@
   ``missing``); a file ``load`` cannot read raises an OSError naming it, or with
   ``on_error="skip"`` is treated like a missing one and counted in ``failed``. A record
   without the field at all (a dataset without that medium) raises a KeyError saying so.
+- ``load_rgb_image(path)``: an image file of any Pillow mode -> an 8-bit RGB image (see
+  ``to_rgb``: transparency composited over white, 16-bit / 32-bit / float pixels scaled to
+  8 bits by their range, never clipped); an image over Pillow's decompression-bomb limit
+  is a ValueError giving its size, so ``read_records`` counts it as unreadable.
 - ``load_audio(path, sampling_rate, max_seconds)``: any soundfile format (WAV, FLAC, OGG,
   ...) -> mono float32 [S] at ``sampling_rate`` (channels averaged, band-limited resampling,
   cropped to ``max_seconds``).
@@ -43,6 +47,19 @@ ON_ERROR = ("raise", "skip")
 RESAMPLER = "HQ"  # soxr's quality preset: band-limited, anti-aliased (libsoxr "high quality")
 READ_ERRORS = (OSError, ValueError, RuntimeError)  # what a loader raises for an unreadable file
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # more than 8 bits a pixel, one band
+SIXTEEN_BIT_MAX = 65535.0
+# The value ranges tried, in order, for 32-bit integer (I) and float (F) pixels, which carry
+# no nominal range: the first that holds every value is taken as black..white; [0, 1] only
+# for float. Values outside all of them use the image's own min..max.
+NOMINAL_RANGES = ((0.0, 1.0), (0.0, 255.0), (0.0, SIXTEEN_BIT_MAX))
+BACKGROUND = (255, 255, 255)  # what transparent pixels show: white, like a page or a shop
+RGB_CONVERSION = {  # what to_rgb does, for the manifests of the encoders that use it
+    "mode": "RGB",
+    "alpha": "over white",
+    "wide_pixels": "I;16 by 0..65535; I, F by the first of [0,1] (F), [0,255], [0,65535] "
+                   "holding all values, else min..max",
+}
 
 
 @dataclass
@@ -89,6 +106,61 @@ def read_records(
     return MediaBatch(items, valid, missing, failed)
 
 
+def _value_range(mode: str, values: np.ndarray) -> tuple[float, float]:
+    """The pixel values shown as black and white (see ``NOMINAL_RANGES``)."""
+    if mode.startswith("I;16"):
+        return 0.0, SIXTEEN_BIT_MAX
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    for nominal_low, nominal_high in NOMINAL_RANGES[0 if mode == "F" else 1 :]:
+        if nominal_low <= low and high <= nominal_high:
+            return nominal_low, nominal_high
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def _wide_to_rgb(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grayscale image -> RGB, scaled by ``_value_range``
+    (NaN -> black); pixels equal to a ``transparency`` value show the background."""
+    values = np.asarray(img, dtype=np.float64)
+    low, high = _value_range(img.mode, values)
+    scaled = np.nan_to_num((values - low) * (255.0 / (high - low)), nan=0.0)
+    gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    transparent = img.info.get("transparency")
+    if isinstance(transparent, int | float):
+        rgb[values == transparent] = BACKGROUND
+    return Image.fromarray(rgb, "RGB")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An image of any Pillow mode -> mode RGB, 8 bits a channel, as ``RGB_CONVERSION``
+    says: ``WIDE_MODES`` scaled by their range; an alpha band, a transparent palette entry
+    or colour composited over ``BACKGROUND``; the rest (1, L, P, CMYK, YCbCr, ...) by
+    Pillow's conversion. A mode Pillow cannot convert raises ValueError."""
+    if img.mode in WIDE_MODES:
+        return _wide_to_rgb(img)
+    if img.has_transparency_data:
+        background = Image.new("RGBA", img.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_rgb_image(path: str | Path) -> Image.Image:
+    """An image file -> ``to_rgb`` of it (loaded, the file closed). Raises ValueError for an
+    image over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), OSError
+    for a file Pillow cannot read."""
+    try:
+        with Image.open(path) as img:
+            return to_rgb(img)
+    except Image.DecompressionBombError as err:
+        raise ValueError(
+            f"over Pillow's decompression-bomb limit ({err}); shrink the image, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from err
+
+
 def load_audio(path: str, sampling_rate: int, max_seconds: float | None) -> torch.Tensor:
     """An audio file -> mono float32 [S] at ``sampling_rate`` Hz, S <= max_seconds * rate
     (only the needed start of a long file is read). Raises ValueError for an empty file."""
@@ -119,8 +191,7 @@ def _frame_dir(path: Path, num: int) -> tuple[list[torch.Tensor], list[int]]:
     indices = sample_frame_indices(len(files), num)
     loaded = {}
     for i in dict.fromkeys(indices):
-        with Image.open(files[i]) as img:
-            loaded[i] = TF.pil_to_tensor(img.convert("RGB"))
+        loaded[i] = TF.pil_to_tensor(load_rgb_image(files[i]))
     return [loaded[i] for i in indices], indices
 
 
