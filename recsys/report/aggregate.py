@@ -3,7 +3,13 @@
 A run is a job directory: one with a ``results.json`` (see ``recsys.train.results``), or one
 with a ``.hydra/`` folder but no ``results.json`` (killed before it could write one, or still
 running) which counts as failed. Directories are searched recursively, so a Hydra multirun
-(``<sweep>/<job num>/``), nested sweeps and a folder of single runs all work.
+(``<sweep>/<job num>/``), nested sweeps and a folder of single runs all work
+(``find_run_dirs``). What ``recsys-eval`` / ``recsys-export`` leave inside a run (their Hydra
+log directories ``RUN_LOG_DIRS``, each with its own ``.hydra/``, and ``export/``) is not a run.
+
+A run whose ``results.json`` or saved Hydra config cannot be parsed (truncated, not JSON or
+YAML, wrong shape) is *unreadable*: status ``"unreadable"``, the file and the parse error in
+``error``, counted apart from the failed runs (``unreadable_runs``, ``failed_runs``).
 
 Methods are grouped by (dataset, method) where *method* is the run's ``label``
 (``results["method"]``; conf/train.yaml sets it to the chosen adapter config, which tells
@@ -15,15 +21,24 @@ runs are aggregated; failed ones are listed apart.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import yaml
 from omegaconf import OmegaConf
 
 from recsys.report.tpme import DEFAULT_WEIGHTS, TPMEWeights, tpme
 
 METRICS = ("hr@10", "ndcg@10")  # test metrics reported as mean ± std over seeds
+
+#: The Hydra log directories recsys-eval and recsys-export write inside a run directory
+#: (``hydra.run.dir`` of conf/eval.yaml and conf/export.yaml): they hold a ``.hydra/`` of
+#: their own but are no training job.
+RUN_LOG_DIRS = ("eval_logs", "export_logs")
+
+UNREADABLE = "unreadable"  # the status of a run whose files cannot be parsed
 
 RUN_SCHEMA = {
     "run_dir": pl.String, "status": pl.String, "dataset": pl.String, "method": pl.String,
@@ -41,16 +56,57 @@ def _last_line(text: str | None) -> str | None:
     return lines[-1] if lines else None
 
 
+class UnreadableRunFile(ValueError):
+    """A file of a run directory that cannot be parsed: ``path`` and what is wrong (``reason``)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _yaml_reason(err: Exception) -> str:
+    """A YAML parse error in one line: the problem and where (the path is said apart)."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(err).split())
+
+
+def _load_yaml(path: Path) -> Any:
+    """A saved Hydra file (``.hydra/*.yaml``), parsed by OmegaConf."""
+    try:
+        return OmegaConf.load(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UnreadableRunFile(path, _yaml_reason(err)) from err
+
+
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def _object(value: Any, what: str, path: Path) -> dict[str, Any]:
+    """``value`` as a JSON object (``None`` -> empty); anything else is an unreadable ``path``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UnreadableRunFile(path, f"{what} is a JSON {_JSON_TYPES[type(value)]}, not an object")
+    return value
+
+
 def _overrides(job_dir: Path) -> list[str] | None:
     """The job's command-line overrides (``.hydra/overrides.yaml``)."""
     path = job_dir / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else None
+    return [str(o) for o in _load_yaml(path)] if path.is_file() else None
 
 
 def _run_from_results(path: Path) -> dict[str, Any]:
-    results = json.loads(path.read_text())
-    test = (results.get("metrics") or {}).get("test") or {}
-    eff = results.get("efficiency") or {}
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise UnreadableRunFile(path, str(err)) from err
+    results = _object(results, "the file", path)
+    test = _object(_object(results.get("metrics"), "metrics", path).get("test"), "metrics.test", path)
+    eff = _object(results.get("efficiency"), "efficiency", path)
     mem = eff.get("peak_train_memory_bytes")
     return {
         "status": results.get("status"), "dataset": results.get("dataset"),
@@ -67,7 +123,7 @@ def _run_from_results(path: Path) -> dict[str, Any]:
 def _run_without_results(job_dir: Path) -> dict[str, Any]:
     """A job that never wrote results.json: identify it from its saved Hydra config."""
     saved = {
-        name: OmegaConf.load(path) if (path := job_dir / ".hydra" / f"{name}.yaml").is_file()
+        name: _load_yaml(path) if (path := job_dir / ".hydra" / f"{name}.yaml").is_file()
         else OmegaConf.create()
         for name in ("config", "hydra")
     }
@@ -83,27 +139,57 @@ def _run_without_results(job_dir: Path) -> dict[str, Any]:
     }
 
 
+def find_run_dirs(sweep_dir: str | Path) -> list[Path]:
+    """The run directories under ``sweep_dir`` (itself included), sorted.
+
+    A directory is a run when it holds ``results.json`` or a ``.hydra/`` folder. Inside a run,
+    the Hydra log directories of recsys-eval / recsys-export (``RUN_LOG_DIRS``) are not
+    searched; its other folders (``checkpoints/``, ``export/``, ...) hold neither file.
+    """
+    found = []
+    for dirpath, dirnames, filenames in os.walk(sweep_dir):
+        is_run = "results.json" in filenames or ".hydra" in dirnames
+        if is_run:
+            found.append(Path(dirpath))
+        dirnames[:] = [d for d in dirnames if d != ".hydra" and not (is_run and d in RUN_LOG_DIRS)]
+    return sorted(found)
+
+
+def _read_run(job_dir: Path) -> dict[str, Any]:
+    """A run's row (without ``run_dir``) from its results.json, else its saved Hydra config."""
+    results = job_dir / "results.json"
+    row = _run_from_results(results) if results.is_file() else _run_without_results(job_dir)
+    return row | {"overrides": _overrides(job_dir)}
+
+
 def load_runs(sweep_dir: str | Path) -> pl.DataFrame:
-    """Every run under ``sweep_dir`` (recursively), one row each, columns ``RUN_SCHEMA``.
+    """Every run under ``sweep_dir`` (``find_run_dirs``), one row each, columns ``RUN_SCHEMA``.
 
     ``run_dir`` is relative to ``sweep_dir``; ``error`` is the last line of the run's
-    traceback; ``peak_memory_mib`` is the training peak (GPU allocated or CPU RSS, see
-    ``memory_kind``). Rows are ordered by run directory.
+    traceback, or for an unreadable run (status ``"unreadable"``, nothing else filled in) the
+    file, relative to the run directory, and why it cannot be parsed; ``peak_memory_mib`` is the
+    training peak (GPU allocated or CPU RSS, see ``memory_kind``). Rows are ordered by run
+    directory.
     """
     sweep_dir = Path(sweep_dir)
-    job_dirs = {p.parent for p in sweep_dir.rglob("results.json")}
-    job_dirs |= {p.parent for p in sweep_dir.rglob(".hydra") if p.is_dir()}
     rows = []
-    for job_dir in sorted(job_dirs):
-        results = job_dir / "results.json"
-        row = _run_from_results(results) if results.is_file() else _run_without_results(job_dir)
-        rows.append(row | {"run_dir": str(job_dir.relative_to(sweep_dir)), "overrides": _overrides(job_dir)})
+    for job_dir in find_run_dirs(sweep_dir):
+        try:
+            row = _read_run(job_dir)
+        except UnreadableRunFile as err:
+            row = {"status": UNREADABLE, "error": f"{err.path.relative_to(job_dir)}: {err.reason}"}
+        rows.append(row | {"run_dir": str(job_dir.relative_to(sweep_dir))})
     return pl.DataFrame(rows, schema=RUN_SCHEMA)
 
 
+def unreadable_runs(runs: pl.DataFrame) -> pl.DataFrame:
+    """The runs whose results.json or saved Hydra config cannot be parsed."""
+    return runs.filter(pl.col("status") == UNREADABLE)
+
+
 def failed_runs(runs: pl.DataFrame) -> pl.DataFrame:
-    """The runs that did not complete (status other than "complete")."""
-    return runs.filter(pl.col("status").fill_null("") != "complete")
+    """The readable runs that did not complete (status neither "complete" nor "unreadable")."""
+    return runs.filter(~pl.col("status").fill_null("").is_in(["complete", UNREADABLE]))
 
 
 def _with_tpme(summary: pl.DataFrame, weights: TPMEWeights) -> pl.DataFrame:

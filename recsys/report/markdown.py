@@ -1,10 +1,12 @@
-"""The sweep report as markdown: one table per dataset, then the failed runs.
+"""The sweep report as markdown: one table per dataset, then the failed and unreadable runs.
 
     ## synthetic
     | method | seeds | HR@10 | NDCG@10 | trainable params | s/epoch | peak mem (MiB) | val pass (s) | TPME |
     ...
     ## Failed runs (1)
     | run_dir | dataset | method | seed | overrides | error |
+    ## Unreadable runs (1)
+    | run_dir | error |
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from recsys.report.aggregate import METRICS, failed_runs
+from recsys.report.aggregate import METRICS, failed_runs, unreadable_runs
 from recsys.report.tpme import TPMEWeights
 
 _MEMORY_KINDS = {  # EfficiencyCallback's memory_kind -> what the figure is
@@ -102,10 +104,20 @@ def failed_table(runs: pl.DataFrame) -> str:
     return markdown_table(failed.columns, failed.rows(), "llllll")
 
 
+def unreadable_table(runs: pl.DataFrame) -> str:
+    """The unreadable runs of ``runs`` as a markdown table: run dir and which file cannot be
+    parsed, and why."""
+    unreadable = unreadable_runs(runs).select("run_dir", "error")
+    return markdown_table(unreadable.columns, unreadable.rows(), "ll")
+
+
 def render_report(summary: pl.DataFrame, runs: pl.DataFrame, weights: TPMEWeights, title: str) -> str:
-    """The whole report: a section per dataset (table + notes), then the failed runs."""
+    """The whole report: a section per dataset (table + notes), then the failed runs, then
+    the unreadable ones (counted apart: their status is unknown)."""
     n_failed = failed_runs(runs).height
-    parts = [f"# {title}", f"{runs.height} runs, {n_failed} failed."]
+    n_unreadable = unreadable_runs(runs).height
+    unreadable = f", {n_unreadable} unreadable" if n_unreadable else ""
+    parts = [f"# {title}", f"{runs.height} runs, {n_failed} failed{unreadable}."]
     for part in summary.partition_by("dataset", maintain_order=True):
         notes = "\n".join(f"- {note}" for note in _notes(part, weights))
         parts += [f"## {part['dataset'][0]}", summary_table(part), notes]
@@ -113,4 +125,6 @@ def render_report(summary: pl.DataFrame, runs: pl.DataFrame, weights: TPMEWeight
         parts.append("No complete runs.")
     if n_failed:
         parts += [f"## Failed runs ({n_failed})", failed_table(runs)]
+    if n_unreadable:
+        parts += [f"## Unreadable runs ({n_unreadable})", unreadable_table(runs)]
     return "\n\n".join(parts) + "\n"

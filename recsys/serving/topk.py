@@ -2,7 +2,7 @@
 
     >>> rec = ExportedRecommender.load("outputs/export/movielens_iisan")
     >>> rec.recommend(["50", "181", "258"], k=5)        # item keys of the dataset, oldest first
-    Recommendation(items=[...], scores=[...], unknown=[])
+    Recommendation(items=[...], scores=[...], unknown=[], shortfall=None)
 
 The user encoder is looked up by name in the user-encoder registry (never imported from a
 string in the file) and its weights come from safetensors: loading an export runs no code
@@ -12,12 +12,23 @@ safetensors only.
 Scoring is the training model's: the last ``window`` known items of the history, left-padded,
 go through the user encoder; the state at the last position is dotted with every item
 embedding; items of the history are excluded by default; the exact top k come from
-``chunked_topk`` (memory bounded by the chunk, whatever the catalogue size).
+``chunked_topk`` (memory bounded by the chunk, whatever the catalogue size). History keys are
+compared with surrounding whitespace stripped (``" 50"`` is ``"50"``); an empty key is an
+error naming its position. When fewer than k items can be recommended (k above the catalogue
+size, or most of it in the history), the answer holds what there is and ``shortfall`` says
+why; when the history covers the whole catalogue, no items at all.
+
+The command line (``main``) prints one ``rank key score`` line per item on stdout, and the
+shortfall, if any, on stderr. Exit status: 0 with at least one item; 1 when no item is left
+to recommend (every catalogue item is in the history); 2 for bad input (arguments, an empty
+key, a history with no known item, an export that cannot be loaded).
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,11 +45,36 @@ FORMAT_VERSION = 2
 
 @dataclass
 class Recommendation:
-    """Top-k answer: item keys and scores, best first, and the history keys not in the export."""
+    """Top-k answer: item keys and scores, best first, the history keys not in the export, and
+    why fewer than the k items asked for came back (``None`` when all k did)."""
 
     items: list[str]
     scores: list[float]
     unknown: list[str] = field(default_factory=list)
+    shortfall: str | None = None
+
+
+def history_keys(history: Sequence[object]) -> list[str]:
+    """The history's item keys as strings with surrounding whitespace stripped; an empty key
+    (``""``, ``" "``) raises naming its position (1-based)."""
+    keys = [str(key).strip() for key in history]
+    empty = [position for position, key in enumerate(keys, start=1) if not key]
+    if empty:
+        raise ValueError(f"empty item key at position {', '.join(map(str, empty))} of the history "
+                         f"({len(keys)} keys): {list(map(str, history))[:10]}")
+    return keys
+
+
+def shortfall(k: int, num_items: int, num_excluded: int) -> str | None:
+    """Why fewer than ``k`` of ``num_items`` catalogue items can be recommended when
+    ``num_excluded`` of them are excluded (the history); ``None`` when ``k`` can be."""
+    candidates = num_items - num_excluded
+    if k <= candidates:
+        return None
+    if candidates == 0:
+        return f"no items left to recommend: all {num_items} catalogue items are in the history"
+    in_history = f", {num_excluded} of them in the history" if num_excluded else ""
+    return f"{candidates} items to recommend, not {k}: {num_items} items in the catalogue{in_history}"
 
 
 class ExportedRecommender:
@@ -75,40 +111,63 @@ class ExportedRecommender:
                              f"on the number of items; re-export the run")
         return cls(table, encoder, [str(k) for k in items["key"]], int(meta["window"]))
 
-    def recommend(self, history: list[str], k: int = 10, exclude_history: bool = True) -> Recommendation:
-        """Top ``k`` next items for ``history`` (item keys, oldest first). Keys the export does
-        not know are skipped and listed in ``unknown``; an empty known history raises."""
-        known = [self.ids[str(key)] for key in history if str(key) in self.ids]
-        unknown = [str(key) for key in history if str(key) not in self.ids]
+    def recommend(self, history: Sequence[object], k: int = 10,
+                  exclude_history: bool = True) -> Recommendation:
+        """Top ``k`` next items for ``history`` (item keys, oldest first; see ``history_keys``).
+
+        Keys the export does not know are skipped and listed in ``unknown``; an empty known
+        history, an empty key or ``k < 1`` raises. With fewer than ``k`` candidates (the
+        catalogue minus the excluded history) all of them come back, best first, and
+        ``shortfall`` says why; with none, ``items`` is empty.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        keys = history_keys(history)
+        known = [self.ids[key] for key in keys if key in self.ids]
+        unknown = [key for key in keys if key not in self.ids]
         if not known:
-            raise ValueError(f"none of the history items {history[:10]} is in the exported catalogue")
+            raise ValueError(f"none of the history items {keys[:10]} is in the exported catalogue")
+        num_excluded = len(set(known)) if exclude_history else 0
+        missing = shortfall(k, len(self.keys), num_excluded)
+        candidates = len(self.keys) - num_excluded
+        if candidates == 0:
+            return Recommendation([], [], unknown, missing)
         inputs = torch.zeros(1, self.window, dtype=torch.long)
         recent = known[-self.window:]
         inputs[0, self.window - len(recent):] = torch.tensor(recent)
         excluded = torch.tensor([known]) if exclude_history else None
         with torch.no_grad():
             state = self.user_encoder(self.item_embeddings[inputs], inputs != 0)[:, -1]  # [1, d]
-            scores, ids = chunked_topk(state, self.item_embeddings, min(k, len(self.keys)), excluded)
-        kept = torch.isfinite(scores[0])  # fewer candidates than k: drop the -inf tail
-        items = [self.keys[i - 1] for i in ids[0][kept].tolist()]
-        return Recommendation(items, scores[0][kept].tolist(), unknown)
+            scores, ids = chunked_topk(state, self.item_embeddings, min(k, candidates), excluded)
+        items = [self.keys[i - 1] for i in ids[0].tolist()]
+        return Recommendation(items, scores[0].tolist(), unknown, missing)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m recsys.serving.topk <export dir> <item key> [<item key> ...] [--k 10]``."""
+    """``python -m recsys.serving.topk <export dir> <item key> [<item key> ...] [--k 10]``.
+
+    Exit status 0 with at least one item, 1 when none is left to recommend, 2 for bad input
+    (see the module docstring).
+    """
     import argparse
 
     parser = argparse.ArgumentParser(description="Top-k next items for a history, from an export.")
     parser.add_argument("export_dir")
-    parser.add_argument("history", nargs="+", help="item keys, oldest first")
+    parser.add_argument("history", nargs="+", help="item keys, oldest first (surrounding spaces ignored)")
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args(argv)
-    rec = ExportedRecommender.load(args.export_dir)
-    answer = rec.recommend(args.history, k=args.k)
+    try:
+        answer = ExportedRecommender.load(args.export_dir).recommend(args.history, k=args.k)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
     if answer.unknown:
         print(f"skipped {len(answer.unknown)} unknown item keys: {answer.unknown}")
     for rank, (key, score) in enumerate(zip(answer.items, answer.scores, strict=True), start=1):
         print(f"{rank:>3}  {key}  {score:.4f}")
+    if answer.shortfall:
+        print(answer.shortfall, file=sys.stderr)
+    if not answer.items:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
