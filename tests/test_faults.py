@@ -1,9 +1,9 @@
 """Faults: a cache build and a training run killed with SIGKILL resume to exactly what an
 uninterrupted run gives; SIGTERM / SIGINT leave an 'interrupted' results.json; a killed run
-(no results.json) is still evaluated from Hydra's record; checkpoints load without unpickling
-code; a config from a run directory naming code is refused with no side effect; config typos
-and bad values are clear errors before any work. (Bad data records, media and caches: see
-docs/faults.md for where each is tested.)"""
+(no results.json) is still evaluated from its checkpoint, which carries the config;
+checkpoints load without unpickling code; a config from a run directory naming code is
+refused with no side effect; config typos and bad values are clear errors before any work.
+(Bad data records, media and caches: see docs/faults.md for where each is tested.)"""
 
 import json
 import os
@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from conftest import BIN, CLI_ENV, job_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from recsys.cli import compose
 from recsys.config.schema import ConfigError
-from recsys.train.restore import load_checkpoint, restore_run
+from recsys.train.checkpoint_io import load_checkpoint
+from recsys.train.restore import restore_run
+from recsys.train.run_dir import file_sha256
 
 # ~370 steps per epoch (batch 8): long enough to be killed inside one.
 LONG_EPOCHS = ["data.raw.n_users=3000", "data.raw.n_items=80", "data.raw.max_length=12", "data.batch_size=8",
@@ -88,7 +89,7 @@ def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_result(
     assert state["epoch"] == 0  # killed during epoch 1 (0-based), after epoch 0's checkpoint
     assert state["hyper_parameters"]["adapter"]["name"] == "id"  # the config travels in checkpoints
 
-    # No results.json: the run is restored from Hydra's own record (.hydra/) and evaluated.
+    # No results.json: the run is restored from the config its checkpoint carries, and evaluated.
     evaluate = [f"run_dir={killed}", "checkpoint=last", "stages=[val]", "accelerator=cpu"]
     run_cli("recsys-eval", evaluate, tmp_path)
     assert json.loads((killed / "eval.json").read_text())["val"]["hr@10"] > 0
@@ -129,15 +130,18 @@ def _hostile_runs(tmp_path: Path, marker: Path) -> dict[str, Path]:
                     "encoder": {**config["encoder"], "text": {"kind": "hf_text", "name": "x",
                                                               "name_or_path": "pkg:os:system"}}},
     }
+    variants["killed"] = variants["callback"]  # a run killed before results.json: its checkpoint only
     runs = {}
     for name, cfg in variants.items():
         runs[name] = tmp_path / name
-        runs[name].mkdir()
-        (runs[name] / "results.json").write_text(json.dumps({"status": "complete", "config": cfg}))
-    runs["hydra_record"] = tmp_path / "hydra_record"  # a killed run: only .hydra/config.yaml
-    (runs["hydra_record"] / ".hydra").mkdir(parents=True)
-    (runs["hydra_record"] / ".hydra" / "config.yaml").write_text(yaml.safe_dump(variants["callback"]))
-    (runs["hydra_record"] / ".hydra" / "hydra.yaml").write_text("hydra: {}\n")
+        best = runs[name] / "checkpoints" / "best.ckpt"
+        best.parent.mkdir(parents=True)
+        torch.save({"state_dict": {}, "hyper_parameters": cfg}, best)  # the config a checkpoint carries
+        if name != "killed":
+            record = {"best": {"file": "checkpoints/best.ckpt", "sha256": file_sha256(best)}}
+            (runs[name] / "results.json").write_text(
+                json.dumps({"status": "complete", "config": cfg, "checkpoints": record})
+            )
     return runs
 
 
@@ -146,7 +150,7 @@ REFUSALS = {
     "trainer": "trainer._target_: 'os.system' is not a class this framework builds",
     "model": "model._target_: unknown key",
     "weights": "encoder.text.name_or_path: 'pkg:os:system' is not a known weights package",
-    "hydra_record": "callbacks.evil._target_: 'os.system' is not a class this framework builds",
+    "killed": "callbacks.evil._target_: 'os.system' is not a class this framework builds",
 }
 
 

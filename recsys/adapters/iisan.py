@@ -30,13 +30,14 @@ the source is built (``layer_schedule.py``).
 
 Learning rates (``lr_groups``; ``SequentialRecommender.param_groups`` maps the groups to
 ``optimizer.lr``): ``official`` (the default) reproduces the official code's per-parameter
-rates, which it assigns by substrings of parameter names: ``adapter`` (1e-4) = the side blocks of every stream, the image
-gates and the image head's first layer; ``text_head`` (5e-5) = the text head's first layer;
-``head`` (2e-4) = the text and inter gates, the second layer of the text and image heads, both
-inter head layers and the fusion. Streams of other modalities (video, audio) are grouped like
-the image stream. ``by_module`` puts every side-stream parameter (blocks, gates, alignment) in
-``adapter``, the whole text head in ``text_head``, the other heads and the fusion in ``head``
-(on Scientific it trains worse: ``docs/reference-departures.md``).
+rates, which it assigns by substrings of parameter names: ``adapter`` (1e-4) = the side
+blocks of every stream, the image gates and the image head's first layer; ``text_head``
+(5e-5) = the text head's first layer; ``head`` (2e-4) = the text and inter gates, the second
+layer of the text and image heads, both inter head layers and the fusion. Streams of other
+modalities (video, audio) are grouped like the image stream. ``by_module`` puts every
+side-stream parameter (blocks, gates, alignment) in ``adapter``, the whole text head in
+``text_head``, the other heads and the fusion in ``head`` (on Scientific it trains worse:
+``docs/reference-departures.md``).
 
 Init: PyTorch's default everywhere but the side blocks and gates (``side_block.py``);
 ``image_head_init="xavier_normal"`` gives the image head's second layer (d -> d_model)

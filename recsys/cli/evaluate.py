@@ -5,11 +5,12 @@
     recsys-eval run_dir=... eval.mask_target_in_history=false   # the other masking protocol
     recsys-eval run_dir=... devices=4 strategy=ddp     # users sharded over 4 GPUs
 
-Rebuilds the data, the cached features and the model from the run's resolved config
-(results.json, or .hydra/ for a killed run; checked as untrusted input), loads the
-checkpoint safely (`weights_only=True`), runs full-ranking evaluation with the run's own
-evaluation settings (each `eval.*` given here replaces one) and writes `<run_dir>/eval.json`
-(atomically) with the settings used.
+Restores exactly the run's checkpoint (the file results.json records, verified by hash) with
+the config it carries, refuses when the data or caches it was trained on changed since
+(`on_changed_inputs=warn` goes on; see recsys.train.restore), runs full-ranking evaluation
+with the run's own evaluation settings (each `eval.*` given here replaces one) and writes
+`<run_dir>/eval.json` (atomically): the metrics, the settings, the checkpoint file and its
+sha256, and any input change it went on despite.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.atomic_io import write_json_atomic
-from recsys.cli import CONFIG_PATH, config_errors_exit
+from recsys.cli import CONFIG_PATH, refusals_exit
 from recsys.config.schema import check_config
 from recsys.train.restore import restore_run
+from recsys.train.run_dir import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +36,15 @@ def evaluate(
     run_dir: str | Path, checkpoint: str, stages: list[str], overrides: DictConfig
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``'s checkpoint on ``stages``; returns {"val": {...}, "test": {...},
-    "eval": the evaluation settings used}. ``overrides`` is the composed eval config: its
-    non-null ``eval.*`` replace the run's own, its ``data.*`` (if any) are merged in."""
+    "eval": the evaluation settings used, "checkpoint": {"file", "sha256"}, "changed_inputs"}.
+    ``overrides`` is the composed eval config: its non-null ``eval.*`` replace the run's own,
+    its ``data.*`` (if any) are merged in, ``on_changed_inputs`` is passed on."""
     run_dir = Path(run_dir)
     given = OmegaConf.to_container(overrides.eval, resolve=True) if "eval" in overrides else {}
     chosen = {k: v for k, v in given.items() if v is not None}
     merge = {"eval": chosen, "data": overrides.get("data") or {}}
-    cfg, dm, module = restore_run(run_dir, checkpoint, merge)
+    run = restore_run(run_dir, checkpoint, merge, overrides.get("on_changed_inputs", "refuse"))
+    cfg, dm, module = run.config, run.datamodule, run.module
     trainer = pl.Trainer(
         accelerator=overrides.accelerator,
         devices=overrides.devices,
@@ -50,7 +54,11 @@ def evaluate(
         enable_checkpointing=False,
         enable_model_summary=False,
     )
-    out: dict[str, Any] = {"checkpoint": str(checkpoint), "eval": OmegaConf.to_container(cfg.eval)}
+    out: dict[str, Any] = {
+        "checkpoint": {"file": str(run.checkpoint), "sha256": file_sha256(run.checkpoint)},
+        "changed_inputs": run.changed_inputs,
+        "eval": OmegaConf.to_container(cfg.eval),
+    }
     for stage in stages:
         run = trainer.validate if stage == "val" else trainer.test
         metrics = run(module, datamodule=dm, verbose=False)[0]
@@ -62,7 +70,7 @@ def evaluate(
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
-@config_errors_exit
+@refusals_exit
 def main(cfg: DictConfig) -> None:
     check_config(cfg, "eval")
     out = evaluate(cfg.run_dir, cfg.checkpoint, list(cfg.stages), cfg)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from recsys.cli import CONFIG_PATH, config_errors_exit
+from recsys.cli import CONFIG_PATH, refusals_exit
 from recsys.config.schema import check_config
 from recsys.serving.export import export_run
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
-@config_errors_exit
+@refusals_exit
 def main(cfg: DictConfig) -> None:
     """Hydra entry point of ``recsys-export``."""
     check_config(cfg, "export")
-    out = export_run(cfg.run_dir, cfg.out_dir, cfg.checkpoint)
+    out = export_run(cfg.run_dir, cfg.out_dir, cfg.checkpoint, cfg.on_changed_inputs)
     print(f"[recsys-export] {cfg.run_dir} ({cfg.checkpoint}) -> {out}")

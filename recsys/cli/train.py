@@ -11,7 +11,6 @@ fails, prints a summary table, and returns the best validation value of `eval.mo
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import traceback
@@ -28,7 +27,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from recsys.atomic_io import write_json_atomic
-from recsys.cli import CONFIG_PATH, config_errors_exit
+from recsys.cli import CONFIG_PATH, refusals_exit
 from recsys.cli.prepare import prepare_inputs
 from recsys.config.schema import check_config, job_config
 from recsys.eval.popularity import evaluate_popularity
@@ -39,9 +38,18 @@ from recsys.train.builders import (
     build_loggers,
     build_module,
 )
+from recsys.train.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from recsys.train.efficiency import EfficiencyCallback
-from recsys.train.restore import load_checkpoint
 from recsys.train.results import format_summary
+from recsys.train.run_dir import (
+    RunDirError,
+    checkpoint_files,
+    checkpoint_record,
+    completed_results,
+    inputs_changes,
+    locked,
+    resume_point,
+)
 
 log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -90,25 +98,6 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def _completed(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The results of a finished job in ``out_dir`` made with ``config``, else None (none
-    yet, failed, or another config: then the job runs again and overwrites them)."""
-    path = out_dir / "results.json"
-    if not path.is_file():
-        return None
-    try:
-        done = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        log.warning("%s is unreadable: running the job again", path)
-        return None
-    if done.get("status") != "complete":
-        return None
-    if done.get("config") != config:
-        log.warning("%s was made with another config: running the job again", path)
-        return None
-    return done
-
-
 def _continue_wandb_run(cfg: DictConfig) -> None:
     """A resumed run (``ckpt_path``) logs into the W&B run of the checkpoint's config."""
     wandb_cfg = (cfg.get("logger") or {}).get("wandb")
@@ -122,17 +111,31 @@ def _continue_wandb_run(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job from a composed config and return its results record; with
-    ``skip_complete``, a job already complete in its output dir is not run again. The config
-    is checked first (``ConfigError`` before any work)."""
+    """Run one training job from a composed config and return its results record.
+
+    The config is checked first (``ConfigError`` before any work). The run directory is then
+    locked for this process (``LockedError`` if another one writes it); with
+    ``skip_complete``, a job already complete there is not run again; a run already there
+    without ``ckpt_path`` is continued, refused or replaced per ``existing_run``
+    (``recsys.train.run_dir``; ``RunDirError``). None of these refusals writes anything.
+    """
     check_config(cfg, "train")
-    _continue_wandb_run(cfg)
     out_dir = Path(cfg.paths.output_dir)
-    config = job_config(cfg)
-    if cfg.get("skip_complete") and (done := _completed(out_dir, config)) is not None:
-        log.info("skipping %s: already complete with this config (skip_complete=true)", out_dir)
-        print(format_summary(done))
-        return done
+    rank = rank_zero_only.rank
+    with locked(out_dir, rank):
+        if cfg.get("skip_complete") and (done := completed_results(out_dir, job_config(cfg))) is not None:
+            log.info("skipping %s: already complete with this config (skip_complete=true)", out_dir)
+            print(format_summary(done))
+            return done
+        files = checkpoint_files(job_config(cfg).get("callbacks"))
+        if not cfg.ckpt_path:
+            cfg.ckpt_path = resume_point(out_dir, job_config(cfg), files, cfg.existing_run, rank)
+        _continue_wandb_run(cfg)
+        return _train_locked(cfg, out_dir, files)
+
+
+def _train_locked(cfg: DictConfig, out_dir: Path, files: dict[str, Path]) -> dict[str, Any]:
+    """``train`` once the run directory is this process's: results.json however it ends."""
     results: dict[str, Any] = {
         "status": "failed",
         "method": cfg.label,
@@ -142,9 +145,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "metrics": {"val": None, "test": None},
         "baselines": {},
         "efficiency": {},
+        "inputs": None,
+        "checkpoints": {},
         "error": None,
         "signal": None,
-        "config": config,
+        "config": job_config(cfg),
     }
     try:
         with stop_signals_raise():
@@ -158,6 +163,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         if rank_zero_only.rank == 0:  # DDP: one results.json, written by the global rank 0
+            results["checkpoints"] = checkpoint_record(out_dir, files)
             write_json_atomic(out_dir / "results.json", results)
         _finish_wandb()
     if rank_zero_only.rank == 0:
@@ -173,10 +179,21 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
     pl.seed_everything(cfg.seed, workers=True)
     dm = build_datamodule(cfg)
     source, cache_facts = build_item_source(cfg, dm)
-    module = build_module(cfg, dm, source)
+    results["inputs"] = {
+        "data_fingerprint": dm.data_fingerprint,
+        "cache_fingerprints": cache_facts.pop("cache_fingerprints", {}),
+    }
+    if cfg.ckpt_path and (changed := inputs_changes(load_checkpoint(cfg.ckpt_path), results["inputs"])):
+        raise RunDirError(
+            f"{cfg.ckpt_path} was trained on other data or caches than this job's:\n  "
+            + "\n  ".join(changed) + "\nstart a fresh run (another hydra.run.dir) on today's data"
+        )
+    module = build_module(cfg, dm, source, inputs=results["inputs"])
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
 
     best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
@@ -198,7 +215,7 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-@config_errors_exit
+@refusals_exit
 def main(cfg: DictConfig) -> float | None:
     try:
         results = train(cfg)

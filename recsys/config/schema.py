@@ -32,8 +32,17 @@ from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt, create_model
+from pydantic import (
+    BaseModel,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    create_model,
+)
 
+from recsys.cache.file_fingerprint import DEFAULT_MEDIA_FINGERPRINT, MediaFingerprint
 from recsys.config.options import STRICT, options_model, parameters_of, problems
 
 MODALITIES = ("text", "image", "video", "audio")
@@ -75,6 +84,7 @@ class Data(Section):
     on_error: Literal["raise", "skip"] = "raise"
     protocol: Protocol
     processed_dir: str
+    media_fingerprint: MediaFingerprint = DEFAULT_MEDIA_FINGERPRINT  # recsys/cache/file_fingerprint.py
     batch_size: PositiveInt = 64
     eval_batch_size: PositiveInt = 256
     num_workers: NonNegativeInt = 0
@@ -88,6 +98,8 @@ class Cache(Section):
     amp: Literal["bf16", "fp16", "none"] = "bf16"
     device: str | None = None
     progress_bar: bool = True
+    verify: Literal["checksum", "size"] = "checksum"
+    lock_wait_s: NonNegativeFloat | None = None
 
 
 TiePolicy = Literal["pessimistic", "optimistic", "average"]
@@ -157,6 +169,7 @@ class TrainJob(Section):
     eval: Eval
     prepare: bool = True
     ckpt_path: str | None = None
+    existing_run: Literal["resume", "refuse", "overwrite"] = "resume"
     skip_complete: bool = True
     paths: Paths
     data: Data
@@ -180,6 +193,7 @@ class CacheJob(Section):
 
 class PrepJob(Section):
     overwrite: bool = False
+    lock_wait_s: NonNegativeFloat | None = None
     paths: Paths
     data: Data
 
@@ -187,6 +201,7 @@ class PrepJob(Section):
 class EvalJob(Section):
     run_dir: str
     checkpoint: str = "best"
+    on_changed_inputs: Literal["refuse", "warn"] = "refuse"
     stages: Annotated[list[Literal["val", "test"]], Field(min_length=1)] = ["val", "test"]
     accelerator: str = "auto"
     devices: PositiveInt | Literal["auto"] = 1
@@ -199,6 +214,7 @@ class EvalJob(Section):
 class ExportJob(Section):
     run_dir: str
     checkpoint: str = "best"
+    on_changed_inputs: Literal["refuse", "warn"] = "refuse"
     out_dir: str
     paths: Paths
 

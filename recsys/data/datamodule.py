@@ -103,7 +103,8 @@ class SequenceDataModule(pl.LightningDataModule):
 
     Attributes (available after ``setup()``, or on first access):
         num_items (N), num_users (U), train_popularity (torch float32 [N+1]),
-        items (polars frame of items.parquet), fingerprint (sha256 hex of the items).
+        items (polars frame of items.parquet), fingerprint (sha256 hex of the items),
+        data_fingerprint (sha256 hex of items, users and interactions).
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class SequenceDataModule(pl.LightningDataModule):
         self._dataset: ProcessedDataset | None = None
         self._sequences: UserSequences | None = None
         self._fingerprint: str | None = None
+        self._data_fingerprint: str | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Load and validate the processed dataset and build the CSR sequences (once)."""
@@ -161,6 +163,13 @@ class SequenceDataModule(pl.LightningDataModule):
         if self._fingerprint is None:
             self._fingerprint = self.dataset.fingerprint()
         return self._fingerprint
+
+    @property
+    def data_fingerprint(self) -> str:
+        """The processed dataset's ``content_fingerprint()``: what a run records it was trained on."""
+        if self._data_fingerprint is None:
+            self._data_fingerprint = self.dataset.content_fingerprint()
+        return self._data_fingerprint
 
     @property
     def train_popularity(self) -> torch.Tensor:

@@ -28,19 +28,22 @@ from safetensors.torch import save_file
 from recsys.atomic_io import atomic_path
 from recsys.serving.topk import FORMAT_VERSION
 from recsys.train.restore import restore_run
+from recsys.train.run_dir import file_sha256
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best") -> Path:
-    """Export ``run_dir`` (a recsys-train run) to ``out_dir``; returns ``out_dir``."""
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best", on_changed_inputs: str = "refuse"
+) -> Path:
+    """Export ``run_dir`` (a recsys-train run) to ``out_dir``; returns ``out_dir``. The
+    checkpoint and its inputs are checked as ``recsys.train.restore.restore_run`` does."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    cfg, dm, module = restore_run(run_dir, checkpoint)
+    run = restore_run(run_dir, checkpoint, on_changed_inputs=on_changed_inputs)
+    cfg, dm, module, results = run.config, run.datamodule, run.module, run.results or {}
     model = module.model.eval()
     with torch.no_grad():
         items = model.all_item_embeddings().float().contiguous()  # [N+1, d]
     user_encoder = model.user_encoder
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    results_file = run_dir / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "user_encoder": {"name": model_cfg.pop("name"), "options": model_cfg},
@@ -53,7 +56,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
         "status": results.get("status"),  # None: no results.json (a killed run)
         "test_metrics": (results.get("metrics") or {}).get("test"),
         "run_dir": str(run_dir.resolve()),
-        "checkpoint": checkpoint,
+        "checkpoint": {"file": str(run.checkpoint), "sha256": file_sha256(run.checkpoint)},
+        "changed_inputs": run.changed_inputs,
     }
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()

@@ -21,8 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from recsys.adapters import FRAMEWORK_KEYS, SCHEDULE_KEYS, TowerContext, tower_class
 from recsys.adapters.backbone import LiveEncoders
 from recsys.adapters.layer_schedule import select_entries
-from recsys.cache.manifest import CachePaths, read_json
-from recsys.cache.store import load_feature_store
+from recsys.cache.file_fingerprint import media_fingerprint_of
+from recsys.cache.inputs import cache_inputs_fingerprint
+from recsys.cache.integrity import DEFAULT_VERIFY, read_manifest
+from recsys.cache.manifest import CacheMismatchError, CachePaths, manifest_fingerprint
+from recsys.cache.store import feature_store, open_caches
 from recsys.config.schema import job_config
 from recsys.data.datamodule import SequenceDataModule
 from recsys.models import build_user_encoder
@@ -75,33 +78,45 @@ def _schedule(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _cached_features(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Any, dict[str, Any]]:
-    """(FeatureStore of the scheduled cached entries, cache facts)."""
+    """(FeatureStore of the scheduled cached entries, cache facts). Each cache is verified
+    against its checksum and against the inputs fingerprint of the dataset's items as its
+    encoder reads them (recsys/cache/inputs.py)."""
     encoders = cached_encoders(cfg)
-    manifests = {}
+    records = dm.items.to_dicts()
+    media = media_fingerprint_of(cfg.data)
+    expected = {}
     for modality, enc in encoders.items():
-        manifests[modality] = read_json(CachePaths.of(cfg.cache.dir, enc["name"]).manifest)
-        if manifests[modality] is None:
+        paths = CachePaths.of(cfg.cache.dir, enc["name"])
+        try:
+            manifest = read_manifest(paths)
+        except CacheMismatchError as err:
+            raise CacheMismatchError(
+                f"{err}: rebuild it with `recsys-cache data={cfg.data.name} encoder/{modality}={enc['name']}`"
+            ) from None
+        if manifest is None:
             raise FileNotFoundError(
                 f"no {modality} cache for encoder {enc['name']!r} in {cfg.cache.dir}: run "
                 f"`recsys-cache data={cfg.data.name} encoder/{modality}={enc['name']}` "
                 "(recsys-train does it itself with prepare=true)"
             )
+        expected[modality] = cache_inputs_fingerprint(manifest["encoder"], records, media)
+    opened = open_caches(
+        cfg.cache.dir,
+        {m: e["name"] for m, e in encoders.items()},
+        expected,
+        verify=cfg.cache.get("verify", DEFAULT_VERIFY),
+        lock_wait_s=cfg.cache.get("lock_wait_s"),
+    )
+    manifests = {m: cache.manifest for m, cache in opened.items()}
     # The schedule picks among the CACHED entries: all of an encoder's, or the subset a cache
     # built with encoder.layer_groups kept.
     layers = select_entries({m: man["encoder"]["layers"] for m, man in manifests.items()}, **_schedule(cfg))
     facts = {
         "cache_build_s": sum(float(man["build"]["seconds"]) for man in manifests.values()),
-        "cache_bytes": sum(
-            CachePaths.of(cfg.cache.dir, e["name"]).features.stat().st_size for e in encoders.values()
-        ),
+        "cache_bytes": sum(int(man["checksum"]["bytes"]) for man in manifests.values()),
+        "cache_fingerprints": {m: manifest_fingerprint(man) for m, man in manifests.items()},
     }
-    store = load_feature_store(
-        cfg.cache.dir,
-        {m: e["name"] for m, e in encoders.items()},
-        layers,
-        residency=cfg.cache.residency,
-        fingerprint=dm.fingerprint,
-    )
+    store = feature_store(opened, layers, residency=cfg.cache.residency)
     log.info("features: %s", {m: (layers[m], store.widths[m]) for m in store.modalities})
     return store, facts
 
@@ -109,8 +124,9 @@ def _cached_features(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Any, dict
 def build_item_source(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Any, dict[str, Any]]:
     """What the adapter's tower reads (``ItemTower.reads``): a ``FeatureStore`` of the cached
     hidden states, ``LiveEncoders``, or None; and the cache facts for results.json
-    (``cache_build_s``, ``cache_bytes``, null without a cache)."""
-    no_cache = {"cache_build_s": None, "cache_bytes": None}
+    (``cache_build_s``, ``cache_bytes``, null without a cache; ``cache_fingerprints``:
+    modality -> ``manifest_fingerprint`` of the cache read, {} without one)."""
+    no_cache = {"cache_build_s": None, "cache_bytes": None, "cache_fingerprints": {}}
     reads = tower_class(cfg.adapter.name).reads
     if reads == "cache":
         return _cached_features(cfg, dm)
@@ -125,7 +141,11 @@ def tower_options(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in _plain(cfg.adapter).items() if k not in framework}
 
 
-def build_module(cfg: DictConfig, dm: SequenceDataModule, source: Any) -> RecommenderModule:
+def build_module(
+    cfg: DictConfig, dm: SequenceDataModule, source: Any, inputs: dict[str, Any] | None = None
+) -> RecommenderModule:
+    """The Lightning module of ``cfg`` over ``source``; ``inputs`` (data and cache
+    fingerprints) go into its checkpoints."""
     model_cfg = _plain(cfg.model)
     user_encoder = build_user_encoder(model_cfg.pop("name"), **model_cfg)
     context = TowerContext(source, dm.num_items, int(cfg.model.d_model))
@@ -142,6 +162,7 @@ def build_module(cfg: DictConfig, dm: SequenceDataModule, source: Any) -> Recomm
         chunk_size=cfg.eval.chunk_size,
         mask_target_in_history=cfg.eval.mask_target_in_history,
         config=job_config(cfg),
+        inputs=inputs,
     )
 
 

@@ -46,6 +46,10 @@ class RecommenderModule(pl.LightningModule):
         config: the run's resolved config (plain containers): saved as the module's
             hyper-parameters, so it travels in every checkpoint and is logged to every
             logger (W&B config, CSV hparams.yaml).
+        inputs: what the model is trained on, ``{"data_fingerprint": str,
+            "cache_fingerprints": {modality: str}}``: saved in every checkpoint
+            (``checkpoint["inputs"]``), so a checkpoint alone tells whether today's data and
+            caches are the ones it learnt from (``recsys.train.restore``).
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class RecommenderModule(pl.LightningModule):
         chunk_size: int = 65536,
         mask_target_in_history: bool = False,
         config: dict | None = None,
+        inputs: dict | None = None,
     ) -> None:
         super().__init__()
         if config is not None:
@@ -80,6 +85,10 @@ class RecommenderModule(pl.LightningModule):
         self.test_metrics = RankingMetrics(ks=tuple(ks))
         self._item_emb: torch.Tensor | None = None
         self._eval_gates: dict[str, float] = {}
+        self.inputs = dict(inputs or {})
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["inputs"] = self.inputs
 
     # ---- training -------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -1,97 +1,130 @@
-"""Rebuild a ``recsys-train`` run from its directory: config, data, model, weights.
+"""Rebuild a ``recsys-train`` run from its directory: exactly its model, on the data it learnt from.
 
-``restore_run(run_dir, checkpoint)`` reads the run's resolved config, checks it as an
-UNTRUSTED config (a run directory may come from someone else) and rebuilds the datamodule,
-the item tower's source and the module exactly as training did (``recsys.train.builders``),
-then loads the checkpoint with ``torch.load(weights_only=True)``. Nothing is built from a
-``_target_`` in the file: the model comes from the registries (tower, user encoder, encoder
-kinds, readers), and a config naming anything else is refused with a ``ConfigError`` before
-any import or file access (``recsys.config.schema``).
+``restore_run(run_dir, checkpoint)``:
 
-Where the config comes from: ``results.json`` (written when a run ends, however it ends), or,
-for a run killed before that (SIGKILL), Hydra's own record ``.hydra/config.yaml`` resolved
-with ``.hydra/hydra.yaml``. Used by ``recsys-eval`` and ``recsys-export``.
+1. picks the checkpoint file: for ``best`` / ``last``, the file ``results.json`` records,
+   verified by its sha256 (``recsys.train.run_dir.recorded_checkpoint``), or, for a run
+   killed before it wrote results.json, ``checkpoints/<best|last>.ckpt``; any other value is
+   a path to a ``.ckpt`` file, taken as given;
+2. loads it with ``torch.load(weights_only=True)`` and reads the run's resolved config from
+   it (every checkpoint carries it as its hyper-parameters), checked as an UNTRUSTED config
+   (a run directory may come from someone else): nothing is built from a ``_target_`` in
+   the file, the model comes from the registries, and a config naming anything else is
+   refused with a ``ConfigError`` before any import or data access (``recsys.config.schema``);
+3. rebuilds the datamodule, the item tower's source and the module exactly as training did
+   (``recsys.train.builders``) and compares the data and cache fingerprints the checkpoint
+   was trained on (``checkpoint["inputs"]``) with today's: a difference (a re-prepared
+   dataset, a rebuilt cache) is refused with ``RunDirError`` naming each one, unless
+   ``on_changed_inputs="warn"``;
+4. loads the weights.
+
+Used by ``recsys-eval`` and ``recsys-export``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import setup_globals
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.config.schema import check_config
 from recsys.data.datamodule import SequenceDataModule
 from recsys.train.builders import build_datamodule, build_item_source, build_module
+from recsys.train.checkpoint_io import load_checkpoint
 from recsys.train.module import RecommenderModule
+from recsys.train.run_dir import RunDirError, inputs_changes, recorded_checkpoint
+
+log = logging.getLogger(__name__)
+ON_CHANGED_INPUTS = ("refuse", "warn")
+NAMED_CHECKPOINTS = ("best", "last")
 
 
-def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
-    """``best`` | ``last`` (under ``<run_dir>/checkpoints/``) | a path to a ``.ckpt`` file."""
-    named = checkpoint in ("best", "last")
-    path = run_dir / "checkpoints" / f"{checkpoint}.ckpt" if named else Path(checkpoint)
+@dataclass
+class RestoredRun:
+    """A run rebuilt from its directory."""
+
+    config: DictConfig
+    datamodule: SequenceDataModule
+    module: RecommenderModule
+    checkpoint: Path
+    results: dict[str, Any] | None  # results.json (None: the run was killed before writing it)
+    changed_inputs: list[str] = field(default_factory=list)  # kept under on_changed_inputs=warn
+
+
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    """``<run_dir>/results.json``, or None when the run never wrote one (killed).
+
+    Raises:
+        RunDirError: ``run_dir`` is not a directory, or its results.json is unreadable.
+    """
+    if not run_dir.is_dir():
+        raise RunDirError(f"run_dir {run_dir} is not a directory: pass a recsys-train run directory")
+    path = run_dir / "results.json"
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found; pass checkpoint=best|last|<path to .ckpt>")
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{path} is unreadable ({err}): pass checkpoint=<path to a .ckpt> to restore "
+                          "a checkpoint without it") from None
+    if not isinstance(results, dict):
+        raise RunDirError(f"{path} does not hold a results record (a JSON object)")
+    return results
+
+
+def _checkpoint_file(run_dir: Path, checkpoint: str, results: Mapping[str, Any] | None) -> Path:
+    if checkpoint not in NAMED_CHECKPOINTS:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise RunDirError(f"checkpoint {path} not found; pass checkpoint=best|last|<path to a .ckpt>")
+        return path
+    if results is not None:
+        return recorded_checkpoint(run_dir, results, checkpoint)
+    path = run_dir / "checkpoints" / f"{checkpoint}.ckpt"  # killed before results.json: nothing to verify
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} holds no results.json and no {path.name}: nothing to restore")
+    log.info("%s has no results.json (a killed run): restoring %s as it is", run_dir, path)
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint's contents, loaded with ``weights_only=True``: tensors and plain
-    containers only; a file that would run code when unpickled raises instead."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _hydra_record(run_dir: Path) -> dict[str, Any]:
-    """The job config Hydra saved in ``<run_dir>/.hydra/``, resolved as it was in the run
-    (``${hydra:...}`` from ``hydra.yaml``; the running job's own Hydra state is kept)."""
-    record = run_dir / ".hydra"
-    cfg = OmegaConf.load(record / "config.yaml")
-    setup_globals()  # the ${hydra:...} and ${now:...} resolvers, also outside a Hydra app
-    import recsys.cli  # noqa: F401  (the project's own resolvers)
-
-    hydra_state = HydraConfig.instance()  # what ${hydra:...} reads: its cfg's hydra node
-    previous = hydra_state.cfg
-    hydra_state.cfg = OmegaConf.load(record / "hydra.yaml")
-    try:
-        return OmegaConf.to_container(cfg, resolve=True)
-    finally:
-        hydra_state.cfg = previous
-
-
-def saved_config(run_dir: Path) -> dict[str, Any]:
-    """The run's resolved config: from ``results.json``, else from ``.hydra/`` (a run killed
-    before it could write results.json)."""
-    results_file = run_dir / "results.json"
-    if results_file.is_file():
-        return json.loads(results_file.read_text())["config"]
-    if (run_dir / ".hydra" / "config.yaml").is_file():
-        return _hydra_record(run_dir)
-    raise FileNotFoundError(
-        f"{run_dir} holds neither results.json nor .hydra/config.yaml: run_dir must be a "
-        "recsys-train run directory"
-    )
-
-
-def run_config(run_dir: Path, overrides: Mapping[str, Any] | None = None) -> DictConfig:
-    """The run's config with ``overrides`` merged in, checked as untrusted input."""
-    cfg = OmegaConf.merge(OmegaConf.create(saved_config(run_dir)), overrides or {})
-    check_config(cfg, "train", untrusted=True)
-    return cfg
-
-
 def restore_run(
-    run_dir: str | Path, checkpoint: str = "best", overrides: Mapping[str, Any] | None = None
-) -> tuple[DictConfig, SequenceDataModule, RecommenderModule]:
-    """(config, datamodule, module with the checkpoint's weights) of a training run."""
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    overrides: Mapping[str, Any] | None = None,
+    on_changed_inputs: str = "refuse",
+) -> RestoredRun:
+    """Rebuild ``run_dir``'s model from ``checkpoint`` (best | last | a path), ``overrides``
+    merged into its config (e.g. other ``eval.*`` settings)."""
+    if on_changed_inputs not in ON_CHANGED_INPUTS:
+        raise ValueError(f"on_changed_inputs {on_changed_inputs!r} not in {ON_CHANGED_INPUTS}")
     run_dir = Path(run_dir)
-    cfg = run_config(run_dir, overrides)
+    results = read_results(run_dir)
+    path = _checkpoint_file(run_dir, checkpoint, results)
+    state = load_checkpoint(path)
+    saved = state.get("hyper_parameters")
+    if not saved:
+        raise RunDirError(f"{path} carries no run config (hyper-parameters): not a recsys-train checkpoint")
+    cfg = OmegaConf.merge(OmegaConf.create(saved), overrides or {})
+    check_config(cfg, "train", untrusted=True)
     dm = build_datamodule(cfg)
-    source, _ = build_item_source(cfg, dm)
+    source, facts = build_item_source(cfg, dm)
+    today = {"data_fingerprint": dm.data_fingerprint,
+             "cache_fingerprints": facts.get("cache_fingerprints", {})}
+    changed = inputs_changes(state, today)
+    if changed:
+        detail = "\n  ".join(changed)
+        if on_changed_inputs == "refuse":
+            raise RunDirError(
+                f"{path} was trained on other data or caches than {cfg.data.processed_dir} and "
+                f"{cfg.cache.dir} hold now:\n  {detail}\nre-prepare the data it was trained on, or pass "
+                "on_changed_inputs=warn to go on anyway"
+            )
+        log.warning("%s was trained on other inputs (on_changed_inputs=warn):\n  %s", path, detail)
     module = build_module(cfg, dm, source)
-    module.load_state_dict(load_checkpoint(checkpoint_path(run_dir, checkpoint))["state_dict"])
-    return cfg, dm, module
+    module.load_state_dict(state["state_dict"])
+    return RestoredRun(cfg, dm, module, path, results, changed)
