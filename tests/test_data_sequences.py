@@ -71,6 +71,22 @@ def test_windows_and_eval_match_reference(min_len, max_len, window):
             assert sorted(got_history[got_history > 0].tolist()) == history
 
 
+@pytest.mark.parametrize("window", [10, 4])
+def test_train_prefixes_give_every_train_target_once_with_its_full_prefix(window):
+    """train_targets=prefixes (RecBole's training examples): for every train target s[p],
+    1 <= p < len(s) - 2, one window ending at it whose inputs are its last ``window``
+    predecessors; the datamodule trains the last position only."""
+    from recsys.data.datamodule import TrainWindows
+
+    seqs = _random_sequences(np.random.default_rng(window), 40, 25, 3, 30)
+    sequences = _csr(seqs, 25)
+    want = [_pad_left(s[:p + 1][-window - 1:], window + 1) for s in seqs for p in range(1, len(s) - 2)]
+    prefixes = sequences.train_prefixes(window)
+    assert prefixes.gather(sequences.items, np.arange(len(prefixes))).tolist() == want
+    batch = TrainWindows(sequences.items, prefixes, last_only=True).__getitems__(list(range(len(prefixes))))
+    assert batch["predict"][:, -1].all() and not batch["predict"][:, :-1].any()
+
+
 def test_keep_last_13_gives_exactly_one_window_per_user():
     seqs = _random_sequences(np.random.default_rng(0), 50, 20, 5, 13)
     windows = _csr(seqs, 20).train_windows(10)

@@ -83,6 +83,31 @@ def test_training_loss_backward(adapter, loss):
         model.training_loss(batch(), log_pop, loss="bpr")
 
 
+@pytest.mark.parametrize("loss", ["in_batch", "full"])
+def test_predict_mask_selects_the_trained_positions(loss):
+    """The default mask is every position after a real input; a last-only mask trains the
+    last position alone (train_targets=prefixes): the same as that position's loss."""
+    torch.manual_seed(0)
+    model, items = make_model("id").eval(), batch()  # eval: no dropout, equal passes
+    log_pop = log_popularity(torch.randint(1, 5, (21,)).float())
+    default = (items[:, :-1] != 0) & (items[:, 1:] != 0)
+    assert torch.equal(model.training_loss(items, log_pop, loss=loss),
+                       model.training_loss(items, log_pop, loss=loss, predict=default))
+    last = torch.zeros_like(default)
+    last[:, -1] = default[:, -1]
+    one = model.training_loss(items, log_pop, loss=loss, predict=last)
+    assert torch.isfinite(one) and not torch.equal(one, model.training_loss(items, log_pop, loss=loss))
+    if loss == "full":  # per-position cross-entropy: last-only = the mean of the last targets' losses
+        states = model.user_states(items[:, :-1])[:, -1][default[:, -1]]
+        logits = states @ model.all_item_embeddings().T
+        logits[:, 0] = float("-inf")
+        history_masked = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, items[default[:, -1]], True)
+        target = items[default[:, -1], -1]
+        history_masked[torch.arange(len(target)), target] = False
+        want = torch.nn.functional.cross_entropy(logits.masked_fill(history_masked, float("-inf")), target)
+        assert torch.allclose(one, want, atol=1e-5)
+
+
 def test_embeddings_and_user_embedding():
     model = make_model().eval()
     with torch.no_grad():
@@ -127,3 +152,29 @@ def test_training_loss_adds_the_item_tower_aux_loss(loss):
     plain = model.training_loss(items, log_pop, loss=loss)
     assert tower.aux_loss() is None
     torch.testing.assert_close(total, plain + aux)
+
+
+def test_normal_init_starts_item_and_position_tables_alike():
+    """Xavier gives a 20k-item table ~0.01 std and the 10-row position table ~0.16; the
+    ``normal`` scheme draws both from N(0, 0.02), as RecBole's SASRec."""
+    from recsys.adapters.id_embedding import IDEmbeddingTower
+
+    torch.manual_seed(0)
+    xavier_items, xavier = IDEmbeddingTower(20_000).embedding.weight[1:], SASRec()
+    assert xavier_items.std() < 0.011 and xavier.positions.weight.std() > 0.14
+    items = IDEmbeddingTower(20_000, init="normal").embedding.weight
+    encoder = SASRec(init="normal", init_std=0.02)
+    assert abs(items[1:].std().item() - 0.02) < 1e-3 and items[0].abs().sum() == 0  # the pad row stays zero
+    assert abs(encoder.positions.weight.std().item() - 0.02) < 5e-3
+    assert abs(encoder.blocks[0].attn.q.weight.std().item() - 0.02) < 2e-3
+    assert isinstance(SASRec(activation="gelu").blocks[0].ffn[1], torch.nn.GELU)
+
+
+def test_weight_decay_reaches_every_adam_group():
+    from recsys.adapters.id_embedding import IDEmbeddingTower
+    from recsys.train.module import RecommenderModule
+
+    model = SequentialRecommender(IDEmbeddingTower(30), SASRec())
+    lrs = {"adapter": 1e-4, "text_head": 5e-5, "other": 2e-4}
+    module = RecommenderModule(model, torch.ones(31), lrs=lrs, weight_decay=1e-5)
+    assert all(g["weight_decay"] == 1e-5 for g in module.configure_optimizers().param_groups)

@@ -135,6 +135,7 @@ class EvalOverrides(Section):
 
 class Loss(Section):
     name: Literal["in_batch", "full"] = "in_batch"
+    targets: Literal["windows", "prefixes"] = "windows"
     mask_history: bool = True
     cross_rank_negatives: bool = False
 
@@ -147,6 +148,7 @@ class LearningRates(Section):
 
 class Optimizer(Section):
     lr: LearningRates
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
 
 
 class LayerSchedule(Section):

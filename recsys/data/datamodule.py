@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from recsys.data.processed import ProcessedDataset
 from recsys.data.sequences import EvalSplit, UserSequences, WindowIndex
 
+TRAIN_TARGETS = ("windows", "prefixes")
 
 def _as_batch(batch):
     """Identity collate: ``__getitems__`` already returns a collated batch."""
@@ -62,17 +63,23 @@ class EvalShard(Sampler[int]):
 
 
 class TrainWindows(Dataset):
-    """Training windows; ``dataset.__getitems__(indices)`` -> ``{"items": [B, window+1]}``."""
+    """Training windows; ``dataset.__getitems__(indices)`` -> ``{"items": [B, window+1],
+    "predict": [B, window] bool}``: which positions are trained (their input and target are
+    real items; with ``last_only``, the last position alone: one target per window)."""
 
-    def __init__(self, flat: np.ndarray, windows: WindowIndex):
-        self.flat, self.windows = flat, windows
+    def __init__(self, flat: np.ndarray, windows: WindowIndex, last_only: bool = False):
+        self.flat, self.windows, self.last_only = flat, windows, last_only
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         rows = np.asarray(indices, dtype=np.int64)
-        return {"items": torch.from_numpy(self.windows.gather(self.flat, rows)).long()}
+        items = torch.from_numpy(self.windows.gather(self.flat, rows)).long()
+        predict = (items[:, :-1] != 0) & (items[:, 1:] != 0)
+        if self.last_only:
+            predict[:, :-1] = False
+        return {"items": items, "predict": predict}
 
 
 class EvalExamples(Dataset):
@@ -100,6 +107,9 @@ class SequenceDataModule(pl.LightningDataModule):
         eval_batch_size: users per validation/test batch.
         num_workers: DataLoader workers.
         seed: seed of the training shuffle (epoch e's permutation depends on seed and e only).
+        train_targets: ``windows`` (the reference: disjoint windows, every position a
+            target) | ``prefixes`` (one window per train target, ending at it: the target
+            seen with its full prefix, as RecBole trains; about ``window`` times the batches).
 
     Attributes (available after ``setup()``, or on first access):
         num_items (N), num_users (U), train_popularity (torch float32 [N+1]),
@@ -115,6 +125,7 @@ class SequenceDataModule(pl.LightningDataModule):
         eval_batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
+        train_targets: str = "windows",
     ):
         super().__init__()
         self.processed_dir = Path(processed_dir)
@@ -123,6 +134,9 @@ class SequenceDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
+        if train_targets not in TRAIN_TARGETS:
+            raise ValueError(f"train_targets {train_targets!r} not in {TRAIN_TARGETS}")
+        self.train_targets = train_targets
         self._dataset: ProcessedDataset | None = None
         self._sequences: UserSequences | None = None
         self._fingerprint: str | None = None
@@ -192,8 +206,11 @@ class SequenceDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        windows = self.sequences.train_windows(self.window)
-        return self._loader(TrainWindows(self.sequences.items, windows), self.batch_size, True)
+        if self.train_targets == "prefixes":
+            dataset = TrainWindows(self.sequences.items, self.sequences.train_prefixes(self.window), True)
+        else:
+            dataset = TrainWindows(self.sequences.items, self.sequences.train_windows(self.window))
+        return self._loader(dataset, self.batch_size, True)
 
     def _eval_loader(self, stage: str) -> DataLoader:
         split = self.sequences.eval_split(stage, self.window)

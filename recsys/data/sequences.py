@@ -4,7 +4,9 @@ leave-one-out splits built from them as index arrays (no per-row Python objects)
 For a user sequence s of length n >= 3 (see docs/architecture.md):
 - train part s[:-2]; training windows of ``window + 1`` items end at len(s[:-2]),
   len - window, len - 2*window, ... (while >= 2 items remain), left-padded with 0, so every
-  train target s[1:-2] is predicted exactly once;
+  train target s[1:-2] is predicted exactly once, from the items before it in its window
+  (the reference); or ``train_prefixes``: one window per train target, ending at it, so
+  each target is predicted once from its full prefix (up to ``window`` items; RecBole's);
 - validation: input s[-2-window:-2] (left-padded), target s[-2], history s[:-2];
 - test: input s[-1-window:-1] (left-padded), target s[-1], history s[:-1].
 History rows hold the items before the target, right-padded with 0, the target's own
@@ -149,6 +151,16 @@ class UserSequences:
         steps_back = np.arange(len(users)) - first_of_user
         ends = self.offsets[users] + train_lengths[users] - steps_back * window
         return WindowIndex(self.offsets[users], ends, window + 1)
+
+    def train_prefixes(self, window: int) -> WindowIndex:
+        """One window of ``window + 1`` items per train target s[p] (1 <= p < len(s[:-2])),
+        ending at it: inputs are its last ``window`` predecessors. Ordered by user, then p."""
+        train_lengths = self.lengths - 2
+        per_user = train_lengths - 1  # lengths >= 3 -> per_user >= 0
+        users = np.repeat(np.arange(self.num_users), per_user)
+        first_of_user = np.repeat(np.cumsum(per_user) - per_user, per_user)
+        target_index = np.arange(len(users)) - first_of_user + 1
+        return WindowIndex(self.offsets[users], self.offsets[users] + target_index + 1, window + 1)
 
     def eval_split(self, stage: str, window: int) -> EvalSplit:
         """Validation (``stage="val"``) or test (``"test"``) examples, one per user."""

@@ -71,6 +71,7 @@ def in_batch_softmax_loss(
     item_emb: torch.Tensor,
     log_pop: torch.Tensor,
     cross_rank: bool = False,
+    predict: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """In-batch sampled softmax with popularity correction and history masking.
 
@@ -80,17 +81,20 @@ def in_batch_softmax_loss(
         item_emb: [B,T+1,d], embeddings of ``seq_items`` (the candidates).
         log_pop: [N+1], log train popularity of each item id (see ``log_popularity``).
         cross_rank: under DDP, also take every other process's batch items as candidates.
+        predict: optional [B,T] bool, the positions to train; default: those whose input and
+            target are real items (a left-padded window's first target follows a padding
+            input: nothing to predict from).
     Returns:
-        scalar, mean cross-entropy over positions whose input and target are real items (a
-        left-padded window's first target follows a padding input: nothing to predict from).
+        scalar, mean cross-entropy over the predicted positions.
     """
     b, t, d = user_states.shape
     cand_ids = seq_items.reshape(-1)  # [C], C = B·(T+1); column i·(T+1)+s is (user i, slot s)
     cand_emb, offset = item_emb.reshape(-1, d), 0
     if cross_rank:
         cand_ids, cand_emb, offset = gather_candidates(cand_ids, cand_emb)
-    real = (seq_items[:, :-1] != 0) & (seq_items[:, 1:] != 0)
-    rows, pos = real.nonzero(as_tuple=True)  # [V] positions that predict
+    if predict is None:
+        predict = (seq_items[:, :-1] != 0) & (seq_items[:, 1:] != 0)
+    rows, pos = predict.nonzero(as_tuple=True)  # [V] positions that predict
     if rows.numel() == 0:
         return (user_states.sum() + cand_emb.sum()) * 0  # keeps every rank in the graph
     logits = user_states[rows, pos] @ cand_emb.T - log_pop[cand_ids]  # [V,C]

@@ -62,6 +62,7 @@ class SequentialRecommender(nn.Module):
         loss: str = "in_batch",
         mask_history: bool = True,
         cross_rank_negatives: bool = False,
+        predict: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Next-item loss of a train batch.
 
@@ -72,6 +73,8 @@ class SequentialRecommender(nn.Module):
             mask_history: ``full`` only: mask the user's other items of the window.
             cross_rank_negatives: ``in_batch`` under DDP: every process's batch items are
                 candidates (``all_gather``).
+            predict: optional [B,W] bool, the positions that carry a loss (default: every
+                position whose input and target are real items).
         Returns:
             scalar loss: the next-item loss + the item tower's ``aux_loss()`` (if not None).
         """
@@ -80,13 +83,15 @@ class SequentialRecommender(nn.Module):
                 raise ValueError("the in_batch loss needs log_pop (log train popularity)")
             emb = self.item_tower(batch_items)
             states = self.user_states(batch_items[:, :-1], emb[:, :-1])
-            value = in_batch_softmax_loss(states, batch_items, emb, log_pop, cross_rank_negatives)
+            value = in_batch_softmax_loss(states, batch_items, emb, log_pop, cross_rank_negatives, predict)
         elif loss == "full":
             # One tower call: with gradients, chunks would keep every activation anyway.
             all_emb = self.all_item_embeddings(chunk_size=None)
             states = self.user_states(batch_items[:, :-1], all_emb[batch_items[:, :-1]])
             history = batch_items if mask_history else None
-            targets = batch_items[:, 1:].masked_fill(batch_items[:, :-1] == 0, 0)  # pad input
+            if predict is None:
+                predict = (batch_items[:, :-1] != 0) & (batch_items[:, 1:] != 0)  # not after a pad input
+            targets = batch_items[:, 1:].masked_fill(~predict, 0)
             value = full_softmax_loss(states, targets, all_emb, history)
         else:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")

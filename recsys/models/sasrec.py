@@ -6,7 +6,10 @@
         x = LN(x + Dropout(W_2 · ReLU(W_1 x)))                # attention-prob dropout
 
 Defaults: d=64, 2 blocks, 2 heads, FFN 256, dropout 0.1, max_len 10. Xavier-normal weights
-and zero biases (as the reference).
+and zero biases (as the reference). ``init="normal"`` draws every Linear and Embedding weight
+from N(0, ``init_std``) instead (RecBole's and BERT's 0.02): with Xavier the position table
+(fan 10 + 64) starts far larger than an item table (fan N + 64). ``activation`` is the FFN's
+(``relu``, the reference; ``gelu`` as RecBole's SASRec).
 
 Positions are right-aligned: the last slot of a length-T input gets position
 ``max_len - 1`` (sequences are left-padded). For T = max_len (the reference) this is the
@@ -20,7 +23,7 @@ positions are set to zero.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
@@ -28,8 +31,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from recsys.models import register_user_encoder
+from recsys.models.init import init_weight
 
 VARIANT = "sasrec_iisan"
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
 class SelfAttention(nn.Module):
@@ -61,11 +66,12 @@ class SelfAttention(nn.Module):
 class Block(nn.Module):
     """Post-LN transformer block: attention then ReLU FFN, each ``LN(x + Dropout(f(x)))``."""
 
-    def __init__(self, d: int, num_heads: int, ffn_dim: int, dropout: float, eps: float):
+    def __init__(self, d: int, num_heads: int, ffn_dim: int, dropout: float, eps: float,
+                 activation: type[nn.Module] = nn.ReLU):
         super().__init__()
         self.attn = SelfAttention(d, num_heads, dropout)
         self.ln_attn = nn.LayerNorm(d, eps=eps)
-        self.ffn = nn.Sequential(nn.Linear(d, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, d))
+        self.ffn = nn.Sequential(nn.Linear(d, ffn_dim), activation(), nn.Linear(ffn_dim, d))
         self.ln_ffn = nn.LayerNorm(d, eps=eps)
         self.drop = nn.Dropout(dropout)
 
@@ -81,6 +87,9 @@ class SASRec(nn.Module):
     Args:
         d_model: width (64). num_blocks: 2. num_heads: 2. ffn_dim: 256. dropout: 0.1.
         max_len: number of learned positions (= input window, 10). ln_eps: 1e-6.
+        init: ``xavier_normal`` (the reference) | ``normal`` (N(0, init_std)).
+        init_std: the standard deviation of ``init="normal"``.
+        activation: the FFN's, ``relu`` (the reference) | ``gelu``.
     """
 
     def __init__(
@@ -92,6 +101,9 @@ class SASRec(nn.Module):
         dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
         max_len: PositiveInt = 10,
         ln_eps: PositiveFloat = 1e-6,
+        init: Literal["xavier_normal", "normal"] = "xavier_normal",
+        init_std: PositiveFloat = 0.02,
+        activation: Literal["relu", "gelu"] = "relu",
     ) -> None:
         super().__init__()
         self.check_options({"d_model": d_model, "num_heads": num_heads})
@@ -100,11 +112,12 @@ class SASRec(nn.Module):
         self.ln_in = nn.LayerNorm(d_model, eps=ln_eps)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(d_model, num_heads, ffn_dim, dropout, ln_eps) for _ in range(num_blocks)
+            Block(d_model, num_heads, ffn_dim, dropout, ln_eps, ACTIVATIONS[activation])
+            for _ in range(num_blocks)
         )
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.xavier_normal_(m.weight)
+                init_weight(m.weight, init, init_std)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 

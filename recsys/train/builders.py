@@ -65,6 +65,7 @@ def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
         eval_batch_size=cfg.data.eval_batch_size,
         num_workers=cfg.data.num_workers,
         seed=cfg.seed,
+        train_targets=cfg.loss.get("targets", "windows"),
     )
     dm.setup()
     return dm
@@ -154,6 +155,7 @@ def build_module(
         SequentialRecommender(tower, user_encoder),
         dm.train_popularity,
         lrs=dict(cfg.optimizer.lr),
+        weight_decay=float(cfg.optimizer.get("weight_decay", 0.0)),
         loss=cfg.loss.name,
         mask_history=cfg.loss.mask_history,
         cross_rank_negatives=cfg.loss.cross_rank_negatives,

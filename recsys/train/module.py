@@ -11,7 +11,8 @@ values, so a synced log could wait forever) and `val/gate/<expert>`, `test/gate/
 the catalogue pass, which every process runs whole, so they agree across ranks).
 
 Batches (see recsys.data.datamodule):
-- train: {"items": LongTensor [B, W+1]} left-padded windows.
+- train: {"items": LongTensor [B, W+1] left-padded windows, "predict": BoolTensor [B, W] the
+  positions trained}.
 - val/test: {"inputs": [B, W], "target": [B], "history": [B, H], "user": [B]}.
 """
 
@@ -35,6 +36,7 @@ class RecommenderModule(pl.LightningModule):
             the in-batch loss subtracts log(popularity) from candidate logits.
         lrs: learning rate per parameter group, e.g. {"adapter": 1e-4,
             "text_head": 5e-5, "other": 2e-4}.
+        weight_decay: Adam's L2 penalty on every parameter group (0: none, the reference).
         loss: "in_batch" (reference) or "full" (softmax over the whole catalogue).
         mask_history: full loss only: mask the user's other items of the window.
         cross_rank_negatives: in_batch loss under DDP: candidates from every process's batch.
@@ -57,6 +59,7 @@ class RecommenderModule(pl.LightningModule):
         model: SequentialRecommender,
         train_popularity: torch.Tensor,
         lrs: dict[str, float],
+        weight_decay: float = 0.0,
         loss: str = "in_batch",
         mask_history: bool = True,
         cross_rank_negatives: bool = False,
@@ -74,6 +77,7 @@ class RecommenderModule(pl.LightningModule):
             raise ValueError(f"loss must be 'in_batch' or 'full', got {loss!r}")
         self.model = model
         self.lrs = dict(lrs)
+        self.weight_decay = weight_decay
         self.loss_name = loss
         self.mask_history = mask_history
         self.cross_rank_negatives = cross_rank_negatives
@@ -98,6 +102,7 @@ class RecommenderModule(pl.LightningModule):
             loss=self.loss_name,
             mask_history=self.mask_history,
             cross_rank_negatives=self.cross_rank_negatives,
+            predict=batch.get("predict"),
         )
         size = batch["items"].shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
@@ -110,7 +115,7 @@ class RecommenderModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.param_groups(self.lrs))
+        return torch.optim.Adam(self.model.param_groups(self.lrs), weight_decay=self.weight_decay)
 
     # ---- evaluation -----------------------------------------------------------------
     def _begin_eval(self) -> None:
