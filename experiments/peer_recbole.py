@@ -25,12 +25,13 @@
 A seed whose outputs exist with the same config is reused (RecBole's ``recbole.json``; ours
 through ``skip_complete``), so an interrupted comparison resumes. Prints one table (mean ±
 std over seeds, users evaluated) and writes ``<data>.json`` (every run) and ``<data>.md``
-(the table) to ``--out``.
+(the table) to ``--out``; with other ``--ours`` overrides, ``<data>_<hash of them>.*``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -217,17 +218,20 @@ def main() -> None:
     python = ensure_recbole_env(args.venv)
     sides: dict[str, dict] = {"recbole_sasrec": {"runs": []}, "ours: " + " ".join(args.ours): {"runs": []}}
     (peer, _), (ours, _) = sides.items()
+    recipe = hashlib.sha256(" ".join(args.ours).encode()).hexdigest()[:8]  # one run dir per --ours
     for seed in args.seeds:
         config = recbole_config(work / "recbole_data", args.data, int(cfg.data.protocol.window), seed, work)
         sides[peer]["runs"].append(peer_seed(python, config, work / f"recbole_s{seed}", split))
-        sides[ours]["runs"].append(ours_seed(args.data, seed, args.ours, work / f"ours_s{seed}", split))
+        ours_dir = work / (f"ours_s{seed}" if args.ours == OURS_DEFAULT else f"ours_{recipe}_s{seed}")
+        sides[ours]["runs"].append(ours_seed(args.data, seed, args.ours, ours_dir, split))
         print(json.dumps({k: v["runs"][-1]["metrics"]["official"] for k, v in sides.items()}), flush=True)
     for record in sides.values():
         record["summary"] = summarise(record["runs"])
     args.out.mkdir(parents=True, exist_ok=True)
     report = table(args.data, sides, args.seeds)
-    (args.out / f"{args.data}.json").write_text(json.dumps(sides, indent=2) + "\n")
-    (args.out / f"{args.data}.md").write_text(report)
+    name = args.data if args.ours == OURS_DEFAULT else f"{args.data}_{recipe}"
+    (args.out / f"{name}.json").write_text(json.dumps(sides, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(report)
     print(report)
 
 
