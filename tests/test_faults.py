@@ -18,11 +18,11 @@ from conftest import BIN, CLI_ENV, job_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
+from recsys.cache.file_fingerprint import file_sha256
 from recsys.cli import compose
 from recsys.config.schema import ConfigError
 from recsys.train.checkpoint_io import load_checkpoint
 from recsys.train.restore import restore_run
-from recsys.train.run_dir import file_sha256
 
 # ~370 steps per epoch (batch 8): long enough to be killed inside one.
 LONG_EPOCHS = ["data.raw.n_users=3000", "data.raw.n_items=80", "data.raw.max_length=12", "data.batch_size=8",

@@ -14,13 +14,14 @@ import pytest
 import torch
 from conftest import CPU_RUN, ID_ONLY, SMALL_SYNTHETIC, job_config
 
+from recsys.cache.file_fingerprint import file_sha256
 from recsys.cli.evaluate import evaluate
 from recsys.cli.train import train
 from recsys.locking import exclusive
 from recsys.serving.export import export_run
 from recsys.train.module import RecommenderModule
 from recsys.train.restore import restore_run
-from recsys.train.run_dir import RunDirError, file_sha256
+from recsys.train.run_dir import RunDirError
 
 TWO_EPOCHS = [*SMALL_SYNTHETIC, *CPU_RUN, *ID_ONLY, "trainer.max_epochs=2", "~callbacks.early_stopping"]
 

@@ -24,10 +24,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.atomic_io import write_json_atomic
+from recsys.cache.file_fingerprint import file_sha256
 from recsys.cli import CONFIG_PATH, refusals_exit
 from recsys.config.schema import check_config
 from recsys.train.restore import restore_run
-from recsys.train.run_dir import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -123,13 +123,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     rank = rank_zero_only.rank
     with locked(out_dir, rank):
-        if cfg.get("skip_complete") and (done := completed_results(out_dir, job_config(cfg))) is not None:
+        config = job_config(cfg)  # before ckpt_path is chosen below
+        if cfg.get("skip_complete") and (done := completed_results(out_dir, config)) is not None:
             log.info("skipping %s: already complete with this config (skip_complete=true)", out_dir)
             print(format_summary(done))
             return done
-        files = checkpoint_files(job_config(cfg).get("callbacks"))
+        files = checkpoint_files(config.get("callbacks"))
         if not cfg.ckpt_path:
-            cfg.ckpt_path = resume_point(out_dir, job_config(cfg), files, cfg.existing_run, rank)
+            cfg.ckpt_path = resume_point(out_dir, config, files, cfg.existing_run, rank)
         _continue_wandb_run(cfg)
         return _train_locked(cfg, out_dir, files)
 

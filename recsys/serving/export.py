@@ -26,9 +26,9 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from recsys.atomic_io import atomic_path
+from recsys.cache.file_fingerprint import file_sha256
 from recsys.serving.topk import FORMAT_VERSION
 from recsys.train.restore import restore_run
-from recsys.train.run_dir import file_sha256
 
 
 def export_run(

@@ -23,7 +23,6 @@ Used by ``recsys-eval`` and ``recsys-export``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from recsys.data.datamodule import SequenceDataModule
 from recsys.train.builders import build_datamodule, build_item_source, build_module
 from recsys.train.checkpoint_io import load_checkpoint
 from recsys.train.module import RecommenderModule
-from recsys.train.run_dir import RunDirError, inputs_changes, recorded_checkpoint
+from recsys.train.run_dir import RunDirError, inputs_changes, read_results, recorded_checkpoint
 
 log = logging.getLogger(__name__)
 ON_CHANGED_INPUTS = ("refuse", "warn")
@@ -56,25 +55,15 @@ class RestoredRun:
     changed_inputs: list[str] = field(default_factory=list)  # kept under on_changed_inputs=warn
 
 
-def read_results(run_dir: Path) -> dict[str, Any] | None:
-    """``<run_dir>/results.json``, or None when the run never wrote one (killed).
-
-    Raises:
-        RunDirError: ``run_dir`` is not a directory, or its results.json is unreadable.
-    """
+def _run_results(run_dir: Path) -> dict[str, Any] | None:
+    """``read_results`` of a directory that must be a run directory."""
     if not run_dir.is_dir():
         raise RunDirError(f"run_dir {run_dir} is not a directory: pass a recsys-train run directory")
-    path = run_dir / "results.json"
-    if not path.is_file():
-        return None
     try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise RunDirError(f"{path} is unreadable ({err}): pass checkpoint=<path to a .ckpt> to restore "
-                          "a checkpoint without it") from None
-    if not isinstance(results, dict):
-        raise RunDirError(f"{path} does not hold a results record (a JSON object)")
-    return results
+        return read_results(run_dir)
+    except RunDirError as err:
+        raise RunDirError(f"{err}: pass checkpoint=<path to a .ckpt> to restore a checkpoint "
+                          "without it") from None
 
 
 def _checkpoint_file(run_dir: Path, checkpoint: str, results: Mapping[str, Any] | None) -> Path:
@@ -103,7 +92,7 @@ def restore_run(
     if on_changed_inputs not in ON_CHANGED_INPUTS:
         raise ValueError(f"on_changed_inputs {on_changed_inputs!r} not in {ON_CHANGED_INPUTS}")
     run_dir = Path(run_dir)
-    results = read_results(run_dir)
+    results = _run_results(run_dir)
     path = _checkpoint_file(run_dir, checkpoint, results)
     state = load_checkpoint(path)
     saved = state.get("hyper_parameters")

@@ -19,7 +19,6 @@ A ``recsys-train`` run directory (``hydra.run.dir``) holds exactly one model lin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -28,6 +27,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from recsys.cache.file_fingerprint import file_sha256
 from recsys.config.differences import differences
 from recsys.errors import Refused
 from recsys.locking import exclusive
@@ -51,15 +51,6 @@ class RunDirError(Refused):
 def locked(out_dir: Path, rank: int) -> AbstractContextManager:
     """The run directory's lock for the global rank 0 (other DDP ranks join rank 0's run)."""
     return exclusive(out_dir / ".lock", f"run directory {out_dir}") if rank == 0 else nullcontext()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(2**20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_files(callbacks: Mapping[str, Any] | None) -> dict[str, Path]:
@@ -125,21 +116,36 @@ def inputs_changes(checkpoint: Mapping[str, Any], inputs: Mapping[str, Any]) -> 
     return differences(trained_on, inputs, labels=("trained on", "now")) if trained_on else []
 
 
-def completed_results(out_dir: Path, config: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The results of a finished job in ``out_dir`` with the same config (``config_changes``),
-    else None (none yet, unreadable, failed, or another config)."""
-    path = out_dir / "results.json"
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    """``<run_dir>/results.json``, or None when the run never wrote one (not yet, or killed).
+
+    Raises:
+        RunDirError: it is unreadable or not a results record (a JSON object).
+    """
+    path = run_dir / "results.json"
     if not path.is_file():
         return None
     try:
-        done = json.loads(path.read_text())
+        results = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        log.warning("%s is unreadable (%s): running the job", path, err)
+        raise RunDirError(f"{path} is unreadable ({err})") from None
+    if not isinstance(results, dict):
+        raise RunDirError(f"{path} does not hold a results record (a JSON object)")
+    return results
+
+
+def completed_results(out_dir: Path, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The results of a finished job in ``out_dir`` with the same config (``config_changes``),
+    else None (none yet, unreadable, failed, or another config)."""
+    try:
+        done = read_results(out_dir)
+    except RunDirError as err:
+        log.warning("%s: running the job", err)
         return None
-    if not isinstance(done, dict) or done.get("status") != "complete":
+    if done is None or done.get("status") != "complete":
         return None
     if config_changes(done.get("config") or {}, config):
-        log.warning("%s was made with another config: not skipping it", path)
+        log.warning("%s was made with another config: not skipping it", out_dir / "results.json")
         return None
     return done
 
@@ -153,13 +159,6 @@ def _discard(out_dir: Path) -> None:
             path.unlink()
     log.warning("existing_run=overwrite: discarded the previous run's %s in %s",
                 DISCARDED_ON_OVERWRITE, out_dir)
-
-
-def _previous_status(out_dir: Path) -> str | None:
-    try:
-        return json.loads((out_dir / "results.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def resume_point(
@@ -199,7 +198,11 @@ def resume_point(
     if changed:
         shown = "\n  ".join(changed[:20]) + ("\n  ..." if len(changed) > 20 else "")
         raise RunDirError(f"{what} made with another config:\n  {shown}\n{options}")
-    if _previous_status(out_dir) == "complete":
+    try:
+        previous = read_results(out_dir) or {}
+    except RunDirError:  # unreadable: not a complete run
+        previous = {}
+    if previous.get("status") == "complete":
         raise RunDirError(
             f"{what} of a complete run with this config: skip_complete=true returns its results; "
             "existing_run=overwrite trains it again"
