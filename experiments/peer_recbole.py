@@ -81,13 +81,21 @@ def ensure_recbole_env(venv: Path) -> Path:
 
 
 def export_interactions(dataset: ProcessedDataset, data_root: Path, name: str) -> None:
-    """``<data_root>/<name>/<name>.inter``: one line per interaction, position as time."""
+    """``<data_root>/<name>/<name>.inter``: one line per interaction, position as time.
+
+    Rewritten only when its content changes, by rename, so comparisons run side by side
+    (other ``--ours`` recipes) never see a half-written file."""
     folder = data_root / name
     folder.mkdir(parents=True, exist_ok=True)
     inter = dataset.interactions.select("user_id", "item_id", "position")
     lines = ["user_id:token\titem_id:token\ttimestamp:float"]
     lines += [f"{u}\t{i}\t{p}" for u, i, p in inter.iter_rows()]
-    (folder / f"{name}.inter").write_text("\n".join(lines) + "\n")
+    text, target = "\n".join(lines) + "\n", folder / f"{name}.inter"
+    if target.is_file() and target.read_text() == text:
+        return  # another comparison may be reading it right now: leave it alone
+    partial = target.with_suffix(f".inter.{os.getpid()}.tmp")
+    partial.write_text(text)
+    partial.replace(target)  # atomic: a reader sees the old file or the new one, never half
 
 
 def recbole_config(data_root: Path, name: str, window: int, seed: int, work: Path) -> dict:

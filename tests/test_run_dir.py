@@ -69,7 +69,8 @@ def test_a_retried_job_continues_its_run_and_never_writes_a_second_best(tmp_path
     retried = _train(tmp_path, run)  # the same job again, no ckpt_path: existing_run=resume
     assert retried["config"]["ckpt_path"] == str(run / "checkpoints" / "last.ckpt")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert retried["efficiency"]["epochs"] == 1  # only epoch 1 was left to train
+    assert retried["efficiency"]["epochs"] == 2  # epoch 0 from the checkpoint, epoch 1 trained now
+    assert len(retried["efficiency"]["epoch_seconds"]) == 2
     assert _evaluate(run)["test"] == pytest.approx(retried["metrics"]["test"])  # the model reported
 
 

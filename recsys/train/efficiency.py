@@ -21,6 +21,8 @@ Per run it records
 
 Figures go to every attached logger (W&B, CSV) as `efficiency/*` and are returned by
 `summary()` for results.json. Training syncs the host once per epoch, never per batch.
+The per-epoch records travel in the checkpoints (``state_dict``), so a resumed run reports
+every epoch of the run, not only those of the last process.
 """
 
 from __future__ import annotations
@@ -124,6 +126,17 @@ class EfficiencyCallback(pl.Callback):
             else None,
             "eval_batch_size": self.eval_batch_size,
         }
+
+    #: What a checkpoint carries: the records of the epochs already trained.
+    _STATE = ("epoch_seconds", "sequences_per_second", "steps_per_epoch", "eval_seconds",
+              "peak_train_bytes", "peak_eval_bytes")
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self._STATE}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for name in self._STATE:
+            setattr(self, name, state_dict[name])
 
     # ---- hooks ----------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
