@@ -3,10 +3,14 @@ a sweep through submitit's local executor (the SLURM launcher's code path), whic
 resumes by skipping the complete jobs."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import optuna_trials  # noqa: E402
 
 TINY = ["data.raw.n_users=80", "data.raw.n_items=40", "data.raw.n_clusters=4", "data.raw.max_length=12"]
 
@@ -28,6 +32,12 @@ def test_optuna_search_runs_three_trials_and_reports_the_best(tmp_path, run_cli,
     assert len({r["config"]["optimizer"]["lr"]["adapter"] for r in runs}) == 3  # the sampler varied it
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(max(r["metrics"]["val"]["ndcg@10"] for r in runs))
+
+    keys, records = optuna_trials.trials(sweep)  # the search's record: one row per trial
+    assert "optimizer.lr.adapter" in keys and [r["trial"] for r in records] == [0, 1, 2]
+    assert sorted(r["objective"] for r in records) == sorted(r["metrics"]["val"]["ndcg@10"] for r in runs)
+    table = optuna_trials.table(sweep)
+    assert "3 trials, 3 complete" in table and "(best)" in table and "Sweeper's best" in table
 
 
 @pytest.mark.slow
