@@ -74,6 +74,14 @@ def test_a_retried_job_continues_its_run_and_never_writes_a_second_best(tmp_path
     assert _evaluate(run)["test"] == pytest.approx(retried["metrics"]["test"])  # the model reported
 
 
+def test_results_count_every_epoch_when_the_best_checkpoint_is_an_early_one(tmp_path: Path):
+    """Testing best.ckpt restores its callback states: the epoch records must survive that."""
+    frozen = _train(tmp_path, tmp_path / "run", "trainer.max_epochs=3", "optimizer.lr.other=1e-12")
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 0  # a step of 1e-12 changes no rank: epoch 0 stays the best
+    assert frozen["efficiency"]["epochs"] == 3 and len(frozen["efficiency"]["epoch_seconds"]) == 3
+
+
 def test_another_config_in_a_used_run_dir_is_refused_and_nothing_is_written(tmp_path: Path, finished):
     data, run, _ = finished
     before = {p: p.read_bytes() for p in [run / "results.json", *(run / "checkpoints").iterdir()]}

@@ -91,6 +91,7 @@ class EfficiencyCallback(pl.Callback):
         self._sequences = 0
         self._steps = 0
         self.steps_per_epoch: list[int] = []
+        self._restored: dict | None = None  # records of a checkpoint, applied when fit resumes
 
     # ---- helpers --------------------------------------------------------------------
     @staticmethod
@@ -135,8 +136,14 @@ class EfficiencyCallback(pl.Callback):
         return {name: getattr(self, name) for name in self._STATE}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        for name in self._STATE:
-            setattr(self, name, state_dict[name])
+        # Lightning restores callback states for trainer.test(ckpt_path="best") too: keep
+        # the records for a resumed fit only (on_train_start), never for a test pass.
+        self._restored = {name: state_dict[name] for name in self._STATE}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for name, value in (self._restored or {}).items():
+            setattr(self, name, value)
+        self._restored = None
 
     # ---- hooks ----------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
