@@ -22,10 +22,12 @@
    masked: RecBole's protocol for sequential models). RecBole's own figures are reported
    beside them as a check of the export.
 
-A seed whose outputs exist with the same config is reused (RecBole's ``recbole.json``; ours
-through ``skip_complete``), so an interrupted comparison resumes. Prints one table (mean ±
-std over seeds, users evaluated) and writes ``<data>.json`` (every run) and ``<data>.md``
-(the table) to ``--out``; with other ``--ours`` overrides, ``<data>_<hash of them>.*``.
+``--peer-only`` trains (or reuses) RecBole's seeds alone, e.g. in the background while this
+project's recipes are still being chosen. A seed whose outputs exist with the same config is
+reused (RecBole's ``recbole.json``; ours through ``skip_complete``), so an interrupted
+comparison resumes. Prints one table (mean ± std over seeds, users evaluated) and writes
+``<data>.json`` (every run) and ``<data>.md`` (the table) to ``--out``; with other ``--ours``
+overrides, ``<data>_<hash of them>.*``.
 """
 
 from __future__ import annotations
@@ -215,6 +217,8 @@ def main() -> None:
     parser.add_argument("--venv", type=Path, default=ROOT / ".venv-recbole")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "peer_recbole")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "cpu-2core" / "peer")
+    parser.add_argument("--peer-only", action="store_true",
+                        help="train (or reuse) RecBole's seeds only and print them; writes no report")
     args = parser.parse_args()
 
     cfg = compose("train", [f"data={args.data}", *OURS_DEFAULT])
@@ -230,9 +234,14 @@ def main() -> None:
     for seed in args.seeds:
         config = recbole_config(work / "recbole_data", args.data, int(cfg.data.protocol.window), seed, work)
         sides[peer]["runs"].append(peer_seed(python, config, work / f"recbole_s{seed}", split))
+        if args.peer_only:
+            print(json.dumps({peer: sides[peer]["runs"][-1]["metrics"]["official"]}), flush=True)
+            continue
         ours_dir = work / (f"ours_s{seed}" if args.ours == OURS_DEFAULT else f"ours_{recipe}_s{seed}")
         sides[ours]["runs"].append(ours_seed(args.data, seed, args.ours, ours_dir, split))
         print(json.dumps({k: v["runs"][-1]["metrics"]["official"] for k, v in sides.items()}), flush=True)
+    if args.peer_only:
+        return
     for record in sides.values():
         record["summary"] = summarise(record["runs"])
     args.out.mkdir(parents=True, exist_ok=True)
