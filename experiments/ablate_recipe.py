@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+from recsys_train_run import mean_std, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["adapter=id", "encoder/text=none", "encoder/image=none", "adapter.init=normal", "model.init=normal"]
@@ -41,24 +40,11 @@ RECBOLE_DIFFERENCES = [  # cheapest first: prefixes trains ~window x the sequenc
 COLUMNS = (("val", "ndcg@10"), ("test", "hr@10"), ("test", "ndcg@10"))
 
 
-def run(data: str, seed: int, overrides: list[str], run_dir: Path) -> dict:
-    """One ``recsys-train`` run (reused when complete); its results.json."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    args = [f"data={data}", f"seed={seed}", *overrides, "logger=csv", "cache.progress_bar=false",
-            f"hydra.run.dir={run_dir}"]
-    with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
-        subprocess.run([str(Path(sys.executable).parent / "recsys-train"), *args], check=True, stdout=log,
-                       stderr=subprocess.STDOUT, env=os.environ | {"WANDB_MODE": "disabled"})
-    return json.loads((run_dir / "results.json").read_text())
-
-
 def row(results: list[dict]) -> dict:
     """Mean (and std over seeds) of the reported columns, epochs and s/epoch."""
     out = {}
     for split, metric in COLUMNS:
-        values = [r["metrics"][split][metric] for r in results]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        out[f"{split} {metric}"] = [statistics.mean(values), spread]
+        out[f"{split} {metric}"] = mean_std([r["metrics"][split][metric] for r in results])
     out["epochs"] = statistics.mean(r["efficiency"]["epochs"] for r in results)
     out["s/epoch"] = statistics.median(r["efficiency"]["s_per_epoch"] for r in results)
     return out
@@ -97,8 +83,8 @@ def main() -> None:
         variants[name] = overrides.split(",")
     rows = {}
     for name, overrides in variants.items():
-        results = [run(args.data, seed, [*args.base, *overrides], args.work / args.data / f"{name}_s{seed}")
-                   for seed in args.seeds]
+        runs = {seed: args.work / args.data / f"{name}_s{seed}" for seed in args.seeds}
+        results = [train_run(args.data, seed, [*args.base, *overrides], run) for seed, run in runs.items()]
         rows[name] = {"overrides": overrides, **row(results)}
         print(name, json.dumps(rows[name]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

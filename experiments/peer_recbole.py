@@ -36,9 +36,7 @@ import argparse
 import hashlib
 import json
 import os
-import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -46,6 +44,7 @@ import numpy as np
 import torch
 import yaml
 from omegaconf import OmegaConf
+from recsys_train_run import mean_std, train_run
 
 from data_prep.prep import prepare
 from recsys.cli import compose
@@ -171,17 +170,12 @@ def peer_seed(python: Path, config: dict, work: Path, split: dict) -> dict:
 def ours_seed(data: str, seed: int, overrides: list[str], run_dir: Path, split: dict) -> dict:
     """Train this project's model once (``recsys-train``) and score it the same way."""
     tic = time.perf_counter()
-    args = [f"data={data}", f"seed={seed}", *overrides, "logger=csv", "cache.progress_bar=false",
-            f"hydra.run.dir={run_dir}"]
-    with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
-        subprocess.run([str(Path(sys.executable).parent / "recsys-train"), *args], check=True, stdout=log,
-                       stderr=subprocess.STDOUT, env=os.environ | {"WANDB_MODE": "disabled"})
+    results = train_run(data, seed, overrides, run_dir)
     run = restore_run(run_dir)
     model = run.module.model.eval()
     with torch.no_grad():
         item_emb = model.all_item_embeddings()
         states = torch.cat([model.user_embedding(chunk) for chunk in split["inputs"].split(1024)])
-    results = json.loads((run_dir / "results.json").read_text())
     return {"metrics": rank_metrics(states, item_emb, split["target"], split["history"]),
             "users": len(states), "epochs": results["efficiency"]["epochs"],
             "seconds": round(time.perf_counter() - tic, 1)}
@@ -193,9 +187,7 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, list[float]]]:
     for protocol in PROTOCOLS:
         out[protocol] = {}
         for metric in METRICS:
-            values = [r["metrics"][protocol][metric] for r in runs]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            out[protocol][metric] = [statistics.mean(values), spread]
+            out[protocol][metric] = mean_std([r["metrics"][protocol][metric] for r in runs])
     return out
 
 
