@@ -27,6 +27,8 @@ Example:
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -38,10 +40,11 @@ if TYPE_CHECKING:  # importing recsys.encoders loads transformers and timm (seco
 PAD_RECORD = {"title": "", "image_path": None, "audio_path": None, "video_path": None}  # row 0: never valid
 
 
-def _preprocessed(encoder: FrozenEncoder, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``encoder.preprocess`` over the padding record + ``records``, in encoder-sized chunks."""
+def _preprocessed(encoder: FrozenEncoder, records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``encoder.preprocess`` over the padding record + ``records``, in encoder-sized chunks,
+    one at a time (a catalogue's float pixels need not fit in memory at once)."""
     rows, size = [PAD_RECORD, *records], encoder.batch_size
-    return [encoder.preprocess(rows[i : i + size]) for i in range(0, len(rows), size)]
+    return (encoder.preprocess(rows[i : i + size]) for i in range(0, len(rows), size))
 
 
 class ItemInputs(nn.Module):
@@ -90,18 +93,21 @@ class PixelInputs(ItemInputs):
     """Resized images uint8 [N+1, 3, R, R] or video frames uint8 [N+1, T, 3, R, R] (+ their
     other tensors, e.g. ``frame_mask`` [N+1, T]) and ``valid`` [N+1]; normalised per batch."""
 
-    def __init__(self, chunks: list[dict[str, Any]], mean: list[float], std: list[float]) -> None:
+    def __init__(self, chunks: Iterable[dict[str, Any]], mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.mean, self.std = list(mean), list(std)
-        pixels = torch.cat([c["pixel_values"] for c in chunks])
-        scale = torch.tensor(self.std)[:, None, None], torch.tensor(self.mean)[:, None, None]
-        uint8 = ((pixels * scale[0] + scale[1]) * 255).round().clamp(0, 255).to(torch.uint8)
-        self.register_buffer("pixels", uint8, persistent=False)
+        std_, mean_ = torch.tensor(self.std)[:, None, None], torch.tensor(self.mean)[:, None, None]
         skip = ("pixel_values", "valid")
-        self.keys = [k for k, v in chunks[0].items() if torch.is_tensor(v) and k not in skip]
+        stored: list[dict[str, torch.Tensor]] = []
+        for chunk in chunks:  # each chunk's float pixels to uint8 before the next is made
+            uint8 = ((chunk["pixel_values"] * std_ + mean_) * 255).round().clamp(0, 255).to(torch.uint8)
+            stored.append({k: v for k, v in chunk.items() if torch.is_tensor(v) and k not in skip}
+                          | {"pixels": uint8, "valid": chunk["valid"]})
+        self.keys = [k for k in stored[0] if k not in ("pixels", "valid")]
+        self.register_buffer("pixels", torch.cat([c.pop("pixels") for c in stored]), persistent=False)
         for key in self.keys:
-            self.register_buffer(key, torch.cat([c[key] for c in chunks]), persistent=False)
-        valid = torch.cat([c["valid"] for c in chunks])
+            self.register_buffer(key, torch.cat([c[key] for c in stored]), persistent=False)
+        valid = torch.cat([c["valid"] for c in stored])
         valid[0] = False
         self.register_buffer("valid", valid, persistent=False)
 
@@ -123,11 +129,12 @@ def build_item_inputs(encoder: FrozenEncoder, records: list[dict[str, Any]]) -> 
     preprocessing: ``PixelInputs`` for image and video encoders, ``TensorInputs`` for text
     and audio encoders."""
     chunks = _preprocessed(encoder, records)
-    if "pixel_values" in chunks[0]:
+    first = next(chunks)
+    if "pixel_values" in first:
         pixels = encoder.videos if encoder.modality == "video" else encoder.images
-        return PixelInputs(chunks, pixels.mean, pixels.std)
-    if "attention_mask" in chunks[0] or "input_values" in chunks[0]:
-        return TensorInputs(chunks)
+        return PixelInputs(itertools.chain([first], chunks), pixels.mean, pixels.std)
+    if "attention_mask" in first or "input_values" in first:
+        return TensorInputs([first, *chunks])
     raise ValueError(
         f"encoder {encoder.name!r}: no pixel_values, attention_mask or input_values to store "
         "(build_item_inputs supports text, image, audio and video encoders)"
