@@ -39,6 +39,7 @@ from recsys.train.builders import (
     build_module,
 )
 from recsys.train.checkpoint_io import AtomicCheckpointIO, load_checkpoint
+from recsys.train.cost import measure_costs
 from recsys.train.efficiency import EfficiencyCallback
 from recsys.train.results import format_summary
 from recsys.train.run_dir import (
@@ -174,7 +175,8 @@ def _train_locked(cfg: DictConfig, out_dir: Path, files: dict[str, Path]) -> dic
 
 
 def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
-    """Prepare, fit, test at the best checkpoint, popularity baseline, efficiency: into ``results``."""
+    """Prepare, fit, test at the best checkpoint, popularity baseline, efficiency (timed, and
+    counted by ``recsys.train.cost``): into ``results``."""
     if cfg.prepare:
         prepare_inputs(cfg)
     pl.seed_everything(cfg.seed, workers=True)
@@ -196,6 +198,7 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    optimizer = trainer.optimizers[0] if trainer.optimizers else None  # its state is counted
 
     best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
     for stage, run in (("val", trainer.validate), ("test", trainer.test)):
@@ -207,7 +210,14 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
         )
     }
     efficiency = next((c for c in callbacks if isinstance(c, EfficiencyCallback)), None)
-    results["efficiency"] = (efficiency.summary() if efficiency else {}) | cache_facts
+    costs = measure_costs(
+        module.to(trainer.strategy.root_device),
+        next(iter(dm.train_dataloader())),
+        next(iter(dm.test_dataloader())),
+        optimizer,
+        step_context=trainer.precision_plugin.train_step_context,
+    )
+    results["efficiency"] = (efficiency.summary() if efficiency else {}) | cache_facts | costs
     results["status"] = "complete"
     for logger in loggers:
         logger.log_metrics(

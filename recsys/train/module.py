@@ -95,8 +95,9 @@ class RecommenderModule(pl.LightningModule):
         checkpoint["inputs"] = self.inputs
 
     # ---- training -------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.model.training_loss(
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The configured training loss of a train batch (scalar)."""
+        return self.model.training_loss(
             batch["items"],
             self.log_pop,
             loss=self.loss_name,
@@ -104,6 +105,9 @@ class RecommenderModule(pl.LightningModule):
             cross_rank_negatives=self.cross_rank_negatives,
             predict=batch.get("predict"),
         )
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
         size = batch["items"].shape[0]
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         tower = self.model.item_tower
