@@ -1,5 +1,5 @@
 """notebooks/compare_methods.ipynb runs top to bottom on a tiny real sweep and shows the
-report table and both Pareto plots; the committed file carries no outputs."""
+report tables, the counted FLOPs and every Pareto plot; the committed file carries no outputs."""
 
 from pathlib import Path
 
@@ -7,6 +7,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from test_report_sweep import tiny_sweep
+
+from recsys.report.plots import COSTS
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "compare_methods.ipynb"
 
@@ -28,5 +30,7 @@ def test_notebook_shows_table_and_plots(tmp_path_factory, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     markdown = "".join(o.data.get("text/markdown", "") for o in outputs if "data" in o)
     assert "| method | seeds | HR@10 | NDCG@10 |" in markdown and "| iisan_intra | 2 |" in markdown
-    assert "## Failed runs (2)" in markdown
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
+    assert "| method | train GFLOPs/seq |" in markdown and "## Failed runs (2)" in markdown
+    frames = "".join(o.data.get("text/html", "") for o in outputs if "data" in o)
+    assert "train_flops_per_sequence" in frames and "memory_source" in frames
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == len(COSTS)

@@ -14,6 +14,8 @@ from conftest import CPU_RUN, SMALL_SYNTHETIC, run_console_script
 
 from recsys.cli.report import main
 from recsys.report import TPMEWeights, load_runs, summarise, tpme
+from recsys.report.aggregate import COST_COLUMNS
+from recsys.report.plots import COSTS
 
 METHODS = ("iisan_intra", "id")
 # group runs by adapter config, as conf/experiment/compare_methods.yaml does
@@ -79,9 +81,14 @@ def test_summary_matches_the_runs(sweep: Path):
         assert row["s_per_epoch"] == pytest.approx(mine["s_per_epoch"].median())
         assert row["s_per_step"] == pytest.approx(mine["s_per_step"].median())
         assert row["steps_per_epoch"] == mine["steps_per_epoch"].min() > 0
+        for column in COST_COLUMNS:
+            assert row[column] == pytest.approx(mine[column].median())
+    # CPU runs: TPME scores the counted training memory, not the peak RSS
+    assert summary["memory_source"].to_list() == ["counted", "counted"]
+    assert summary["tpme_memory_mib"].to_list() == summary["train_memory_mib"].to_list()
     assert summary["tpme"].to_list() == pytest.approx(tpme(
         summary["s_per_epoch"].to_list(), summary["trainable_params"].to_list(),
-        summary["peak_memory_mib"].to_list(), TPMEWeights()))
+        summary["train_memory_mib"].to_list(), TPMEWeights()))
     params = dict(zip(summary["method"], summary["trainable_params"], strict=True))
     assert params["id"] < params["iisan_intra"]
 
@@ -94,14 +101,16 @@ def test_cli_writes_report_files(sweep: Path, tmp_path: Path, capsys):
     assert printed == report
     header = "| method | seeds | HR@10 | NDCG@10 | trainable params | s/epoch | s/step | steps/epoch |"
     assert header in report
+    assert "| method | train GFLOPs/seq | item MFLOPs/item | query MFLOPs | train mem (MiB) |" in report
+    assert "TPME memory: counted training memory" in report
     assert "| iisan_intra | 2 |" in report and "| id | 2 |" in report
     assert "TPME = 0.4·t + 0.2·p + 0.4·m" in report
     assert "## Failed runs (2)" in report and OOM in report and "no results.json" in report
     assert "| 4 | synthetic | iisan_intra | 0 | adapter=iisan_intra seed=0 |" in report  # swept ones only
     csv = pl.read_csv(tmp_path / "report.csv")
-    assert csv.height == 2 and {"method", "n_seeds", "ndcg@10_mean", "tpme"} <= set(csv.columns)
-    for name in ("pareto_memory.png", "pareto_time.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert csv.height == 2 and {"method", "n_seeds", "ndcg@10_mean", "tpme", *COST_COLUMNS} <= {*csv.columns}
+    for stem in COSTS:  # pareto_memory, pareto_time, pareto_flops
+        assert (tmp_path / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 

@@ -1,11 +1,15 @@
 """summarise and the markdown report on hand-made runs (no training)."""
 
+import json
+from pathlib import Path
+
 import polars as pl
 import pytest
 
-from recsys.report.aggregate import RUN_SCHEMA, summarise
+from recsys.report.aggregate import COST_COLUMNS, RUN_SCHEMA, load_runs, summarise
 from recsys.report.markdown import markdown_table, render_report
-from recsys.report.tpme import TPMEWeights
+from recsys.report.plots import COSTS, save_pareto_plots
+from recsys.report.tpme import TPMEWeights, tpme
 
 
 def _run(method, seed, hr, ndcg, params=1000, s=2.0, mib=100.0, dataset="ds", status="complete", **extra):
@@ -83,6 +87,9 @@ def test_report_has_a_table_per_dataset_notes_and_failed_runs(runs):
     assert "| id | 1 | 0.2000 | 0.1000 | 1,000 | 1.00 | 0.100 | 10 | 100 | 0.50 | 0.000 |" in text
     assert "TPME not computed for iisan_add: missing s/epoch." in text
     assert "peak GPU memory allocated" in text
+    assert "TPME memory: peak GPU memory allocated (every method has it)." in text
+    assert "| method | train GFLOPs/seq | item MFLOPs/item | query MFLOPs | train mem (MiB) |" in text
+    assert "| id | - | - | - | - | - | - | - | - | - |" in text  # no counted figures in these rows
     assert "## Failed runs (1)" in text and "RuntimeError: CUDA out of \\| memory" in text
 
 
@@ -94,3 +101,91 @@ def test_report_without_complete_runs(runs):
 
 def test_markdown_table_alignment_and_missing_cells():
     assert markdown_table(["a", "b"], [["x", None]], "lr") == "| a | b |\n| --- | ---: |\n| x | - |"
+
+
+def _costs(gflops=1.0, train_mib=50.0, p50=0.4):
+    """The counted cost and latency columns of a run (FLOPs, MiB, ms)."""
+    return {"train_flops_per_sequence": gflops * 1e9, "item_flops_per_item": 2e6, "query_flops": 3e6,
+            "model_state_mib": train_mib / 2, "peak_activation_mib": train_mib / 4,
+            "feature_mib": train_mib / 4, "train_memory_mib": train_mib,
+            "query_p50_ms_b1": p50, "query_p99_ms_b1": 2 * p50,
+            "query_p50_ms_b256": 10 * p50, "query_p99_ms_b256": 20 * p50}
+
+
+def test_summarise_gives_per_method_medians_of_the_cost_columns():
+    seeds = ((0, 1.0, 60.0, 0.2), (1, 3.0, 40.0, 0.6), (2, 2.0, 50.0, 0.4))
+    runs = pl.DataFrame([_run("iisan", seed, 0.5, 0.3, **_costs(gflops=g, train_mib=m, p50=p))
+                         for seed, g, m, p in seeds], schema=RUN_SCHEMA)
+    row = summarise(runs).row(0, named=True)
+    assert row == row | _costs(gflops=2.0, train_mib=50.0, p50=0.4) | {"n_seeds": 3}
+    assert set(COST_COLUMNS) == set(_costs())
+
+
+def test_tpme_uses_the_counted_memory_on_cpu_runs():
+    cpu = {"memory_kind": "cpu_peak_rss"}
+    # peak RSS says iisan is the lighter one; the counted memory says the opposite
+    runs = pl.DataFrame([_run("iisan", 0, 0.5, 0.3, s=2.0, mib=900.0, **cpu, **_costs(train_mib=80.0)),
+                         _run("id", 0, 0.2, 0.1, s=2.0, mib=1000.0, **cpu, **_costs(train_mib=20.0))],
+                        schema=RUN_SCHEMA)
+    summary = summarise(runs, TPMEWeights(0.0, 0.0, 1.0))
+    assert summary["memory_source"].to_list() == ["counted", "counted"]
+    assert summary["tpme_memory_mib"].to_list() == [80.0, 20.0]
+    assert summary["peak_memory_mib"].to_list() == [900.0, 1000.0]  # still reported, apart
+    assert summary["tpme"].to_list() == [1.0, 0.0]
+    text = render_report(summary, runs, TPMEWeights(), "t")
+    assert ("TPME memory: counted training memory (the cost table's train mem) for every method: "
+            "no peak GPU figure for iisan, id") in text
+    assert "| iisan | 1 | 2 | 3 | 80.0 | 40.0 | 20.0 | 20.0 | 0.40 / 0.80 | 4.00 / 8.00 |" in text
+
+
+def test_a_set_mixing_gpu_and_cpu_memory_is_scored_on_counted_memory_for_all():
+    cpu = {"memory_kind": "cpu_peak_rss"}
+    runs = pl.DataFrame([_run("iisan", 0, 0.5, 0.3, mib=900.0, **_costs(train_mib=80.0)),  # GPU
+                         _run("id", 0, 0.2, 0.1, mib=100.0, **cpu, **_costs(train_mib=20.0)),
+                         _run("id", 0, 0.2, 0.1, mib=100.0, dataset="gpu_only", **_costs(train_mib=20.0))],
+                        schema=RUN_SCHEMA)
+    summary = summarise(runs)
+    assert summary.select("dataset", "memory_source", "tpme_memory_mib").rows() == [
+        ("ds", "counted", 80.0), ("ds", "counted", 20.0), ("gpu_only", "cuda_max_allocated", 100.0)]
+    ds = summary.filter(pl.col("dataset") == "ds")
+    assert ds["tpme"].to_list() == pytest.approx(tpme([2.0, 2.0], [1000, 1000], [80.0, 20.0]))
+    text = render_report(summary, runs, TPMEWeights(), "t")
+    assert "train mem) for every method: no peak GPU figure for id, and" in text
+
+
+def test_counted_memory_missing_on_cpu_leaves_tpme_unscored(runs):
+    cpu = runs.with_columns(memory_kind=pl.lit("cpu_peak_rss"))  # these rows carry no counted memory
+    summary = summarise(cpu)
+    assert summary["tpme"].is_null().all() and set(summary["memory_source"]) == {"counted"}
+    text = render_report(summary, cpu, TPMEWeights(), "t")
+    assert "TPME not computed for iisan_add: missing s/epoch, memory." in text
+
+
+def _results(method, efficiency):
+    return {"status": "complete", "dataset": "ds", "method": method, "adapter": method, "seed": 0,
+            "metrics": {"test": {"hr@10": 0.5, "ndcg@10": 0.25}}, "error": None,
+            "efficiency": {"trainable_params": 1000, "s_per_epoch": 2.0, "peak_train_memory_bytes": 2**30,
+                           "memory_kind": "cpu_peak_rss"} | efficiency}
+
+
+def test_old_and_new_results_json_load_side_by_side_and_every_plot_is_written(tmp_path: Path):
+    counted = {"train_flops_per_sequence": 4e9, "item_flops_per_item": 1e6, "query_flops": 8e6,
+               "model_state_bytes": 2**21, "peak_activation_bytes": 2**20, "feature_bytes": 2**20,
+               "train_memory_bytes": 2**22, "query_p50_ms_b1": 0.5, "query_p99_ms_b1": 0.9,
+               "query_p50_ms_b256": 3.0, "query_p99_ms_b256": 4.0}
+    for name, efficiency in (("new", counted), ("old", {})):  # old: written before the counted costs
+        (tmp_path / "sweep" / name).mkdir(parents=True)
+        (tmp_path / "sweep" / name / "results.json").write_text(json.dumps(_results(name, efficiency)))
+    runs = load_runs(tmp_path / "sweep")
+    assert runs["status"].to_list() == ["complete", "complete"]
+    new, old = runs.row(0, named=True), runs.row(1, named=True)
+    assert all(old[c] is None for c in COST_COLUMNS)
+    assert new["train_memory_mib"] == 4.0 and new["model_state_mib"] == 2.0 and new["feature_mib"] == 1.0
+    assert new["train_flops_per_sequence"] == 4e9 and new["query_p99_ms_b256"] == 4.0
+    summary = summarise(runs)
+    text = render_report(summary, runs, TPMEWeights(), "t")
+    assert "| new | 4 | 1 | 8 | 4.0 | 2.0 | 1.0 | 1.0 | 0.50 / 0.90 | 3.00 / 4.00 |" in text
+    assert "| old | - | - | - | - | - | - | - | - | - |" in text
+    paths = save_pareto_plots(summary, tmp_path)
+    assert [p.name for p in paths] == [f"{stem}.png" for stem in COSTS] and "pareto_flops" in COSTS
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)

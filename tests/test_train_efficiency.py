@@ -102,6 +102,23 @@ def test_results_written_atomically_and_summarised(tmp_path):
     table = format_summary(results)
     assert "0.1234" in table and "4,113,877" in table and "peak RSS (MiB)" in table
     assert "popularity" in table and "1024" in table
+    # written before the counted costs existed: their lines say "-"
+    for label in ("counted train mem (MiB)", "train GFLOPs / sequence", "query MFLOPs / user",
+                  "query b1 p50/p99 (ms)", "query b256 p50/p99 (ms)"):
+        assert f"{label:<24}-" in table.splitlines()
+
+    counted = {
+        "train_flops_per_sequence": 2.5e9, "item_flops_per_item": 1.5e6, "query_flops": 3e6,
+        "model_state_bytes": 3 * 2**20, "peak_activation_bytes": 2**19, "feature_bytes": 2**19,
+        "train_memory_bytes": 4 * 2**20, "query_p50_ms_b1": 0.25, "query_p99_ms_b1": 0.5,
+        "query_p50_ms_b256": 2.0, "query_p99_ms_b256": 3.125,
+    }
+    lines = format_summary(results | {"efficiency": results["efficiency"] | counted}).splitlines()
+    for label, value in (("counted train mem (MiB)", "4.0 = state 3.0 + activations 0.5 + features 0.5"),
+                         ("train GFLOPs / sequence", "2.5"), ("item MFLOPs / item", "1.5"),
+                         ("query MFLOPs / user", "3"), ("query b1 p50/p99 (ms)", "0.25 / 0.50"),
+                         ("query b256 p50/p99 (ms)", "2.00 / 3.12")):
+        assert f"{label:<24}{value}" in lines
 
     with pytest.raises(TypeError):
         write_json_atomic(path, {"bad": object()})

@@ -3,12 +3,13 @@
     recsys-report multirun/compare_methods/<time>
     recsys-report <sweep dir> --out reports/ --weights 0.45 0.10 0.45
 
-Writes report.md (a table per dataset, the failed runs, and the unreadable ones: a truncated
+Writes report.md (per dataset a table of effectiveness, timed efficiency and TPME and one of
+counted cost and query latency; the failed runs, and the unreadable ones: a truncated
 results.json or saved Hydra config, named with its parse error), report.csv (the per-method
-table), pareto_memory.png and pareto_time.png into --out (default: the sweep directory), and
-prints the markdown. Unreadable runs do not stop the report (exit status 0). A run is a
-directory with results.json or .hydra/; the log directories recsys-eval / recsys-export write
-inside a run are not runs. See recsys.report.
+figures), pareto_memory.png, pareto_time.png and pareto_flops.png into --out (default: the
+sweep directory), and prints the markdown. Unreadable runs do not stop the report (exit
+status 0). A run is a directory with results.json or .hydra/; the log directories recsys-eval /
+recsys-export write inside a run are not runs. See recsys.report.
 """
 
 from __future__ import annotations

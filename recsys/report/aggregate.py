@@ -16,6 +16,15 @@ Methods are grouped by (dataset, method) where *method* is the run's ``label``
 apart ``iisan_intra`` from ``iisan_add``, both registry name ``iisan``). A killed job's
 label is read from the adapter choice Hydra saved in ``.hydra/hydra.yaml``. Only complete
 runs are aggregated; failed ones are listed apart.
+
+Besides the timed figures, a run carries the counted ones of ``recsys.train.cost`` (the same on
+any machine): ``FLOPS``, the counted training memory and its parts (``COUNTED_MEMORY``, in MiB)
+and query latency (``LATENCY``); a results.json written before they existed gives nulls.
+
+TPME's memory is one kind per set of methods scored together (a dataset): the peak GPU memory
+allocated when every method of the set has one, otherwise the counted training memory of all
+of them (a CPU run's peak RSS is mostly the libraries; mixing kinds would compare apples with
+pears). ``summarise`` says which in ``memory_source`` (``MEMORY_SOURCES``).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from recsys.report.tpme import DEFAULT_WEIGHTS, TPMEWeights, tpme
+from recsys.train.results import LATENCY_BATCH_SIZES, mib
 
 METRICS = ("hr@10", "ndcg@10")  # test metrics reported as mean ± std over seeds
 
@@ -40,13 +50,36 @@ RUN_LOG_DIRS = ("eval_logs", "export_logs")
 
 UNREADABLE = "unreadable"  # the status of a run whose files cannot be parsed
 
+#: Counted FLOPs (results.json keys and run / summary columns): per training sequence (forward +
+#: backward), per item through the item tower (no gradients), per user query (user encoder +
+#: full ranking over the catalogue).
+FLOPS = ("train_flops_per_sequence", "item_flops_per_item", "query_flops")
+#: Counted training memory: results.json ``<name>_bytes`` -> column ``<name>_mib``. Parameters +
+#: gradients + optimiser state, the activations saved for backward in one step, the resident
+#: item features; ``train_memory`` is the sum of the three.
+COUNTED_MEMORY = ("model_state", "peak_activation", "feature", "train_memory")
+#: Query latency in ms (user encoder + exact top-10), p50 and p99 per batch size.
+LATENCY = tuple(f"query_{q}_ms_b{size}" for size in LATENCY_BATCH_SIZES for q in ("p50", "p99"))
+#: Every counted / inference cost column, run and summary alike (summary: median over seeds).
+COST_COLUMNS = (*FLOPS, *(f"{name}_mib" for name in COUNTED_MEMORY), *LATENCY)
+
+#: ``memory_source`` -> the memory TPME used for a set of methods (column ``tpme_memory_mib``).
+MEMORY_SOURCES = {
+    "cuda_max_allocated": "peak GPU memory allocated",
+    "counted": "counted training memory",
+}
+#: A summary row whose runs all measured their peak GPU memory.
+HAS_GPU_PEAK = ((pl.col("memory_kind") == "cuda_max_allocated") & pl.col("peak_memory_mib").is_not_null()
+                ).fill_null(False)
+
 RUN_SCHEMA = {
     "run_dir": pl.String, "status": pl.String, "dataset": pl.String, "method": pl.String,
     "adapter": pl.String, "seed": pl.Int64,
     **{f"test_{m}": pl.Float64 for m in METRICS},
     "trainable_params": pl.Int64, "s_per_epoch": pl.Float64, "s_per_step": pl.Float64,
     "steps_per_epoch": pl.Int64, "peak_memory_mib": pl.Float64,
-    "memory_kind": pl.String, "val_eval_s": pl.Float64, "error": pl.String, "overrides": pl.List(pl.String),
+    "memory_kind": pl.String, "val_eval_s": pl.Float64, **{c: pl.Float64 for c in COST_COLUMNS},
+    "error": pl.String, "overrides": pl.List(pl.String),
 }
 
 
@@ -107,7 +140,6 @@ def _run_from_results(path: Path) -> dict[str, Any]:
     results = _object(results, "the file", path)
     test = _object(_object(results.get("metrics"), "metrics", path).get("test"), "metrics.test", path)
     eff = _object(results.get("efficiency"), "efficiency", path)
-    mem = eff.get("peak_train_memory_bytes")
     return {
         "status": results.get("status"), "dataset": results.get("dataset"),
         "method": results.get("method"), "adapter": results.get("adapter"),
@@ -115,8 +147,11 @@ def _run_from_results(path: Path) -> dict[str, Any]:
         **{f"test_{m}": test.get(m) for m in METRICS},
         "trainable_params": eff.get("trainable_params"), "s_per_epoch": eff.get("s_per_epoch"),
         "s_per_step": eff.get("s_per_step"), "steps_per_epoch": eff.get("steps_per_epoch"),
-        "peak_memory_mib": None if mem is None else mem / 2**20, "memory_kind": eff.get("memory_kind"),
-        "val_eval_s": eff.get("val_eval_s"), "error": _last_line(results.get("error")),
+        "peak_memory_mib": mib(eff.get("peak_train_memory_bytes")), "memory_kind": eff.get("memory_kind"),
+        "val_eval_s": eff.get("val_eval_s"),
+        **{c: eff.get(c) for c in (*FLOPS, *LATENCY)},
+        **{f"{name}_mib": mib(eff.get(f"{name}_bytes")) for name in COUNTED_MEMORY},
+        "error": _last_line(results.get("error")),
     }
 
 
@@ -168,8 +203,9 @@ def load_runs(sweep_dir: str | Path) -> pl.DataFrame:
     ``run_dir`` is relative to ``sweep_dir``; ``error`` is the last line of the run's
     traceback, or for an unreadable run (status ``"unreadable"``, nothing else filled in) the
     file, relative to the run directory, and why it cannot be parsed; ``peak_memory_mib`` is the
-    training peak (GPU allocated or CPU RSS, see ``memory_kind``). Rows are ordered by run
-    directory.
+    training peak (GPU allocated or CPU RSS, see ``memory_kind``); ``COST_COLUMNS`` are the
+    counted FLOPs and memory and the query latency (null in an older results.json). Rows are
+    ordered by run directory.
     """
     sweep_dir = Path(sweep_dir)
     rows = []
@@ -192,17 +228,27 @@ def failed_runs(runs: pl.DataFrame) -> pl.DataFrame:
     return runs.filter(~pl.col("status").fill_null("").is_in(["complete", UNREADABLE]))
 
 
+def _tpme_memory(part: pl.DataFrame) -> pl.DataFrame:
+    """Add ``memory_source`` and ``tpme_memory_mib`` to the methods of one TPME set: the GPU peak
+    when every method has one, else the counted training memory of all."""
+    source = "cuda_max_allocated" if part.select(HAS_GPU_PEAK.all()).item() else "counted"
+    column = "peak_memory_mib" if source == "cuda_max_allocated" else "train_memory_mib"
+    return part.with_columns(memory_source=pl.lit(source), tpme_memory_mib=pl.col(column))
+
+
 def _with_tpme(summary: pl.DataFrame, weights: TPMEWeights) -> pl.DataFrame:
-    """Add ``tpme``, computed separately within each dataset."""
+    """Add ``memory_source``, ``tpme_memory_mib`` and ``tpme``, computed separately within each
+    dataset."""
     if summary.is_empty():
-        return summary.with_columns(tpme=pl.lit(None, pl.Float64))
+        return summary.with_columns(memory_source=pl.lit(None, pl.String),
+                                    tpme_memory_mib=pl.lit(None, pl.Float64), tpme=pl.lit(None, pl.Float64))
     parts = [
         part.with_columns(tpme=pl.Series(
             tpme(part["s_per_epoch"].to_list(), part["trainable_params"].to_list(),
-                 part["peak_memory_mib"].to_list(), weights),
+                 part["tpme_memory_mib"].to_list(), weights),
             dtype=pl.Float64,
         ))
-        for part in summary.partition_by("dataset", maintain_order=True)
+        for part in map(_tpme_memory, summary.partition_by("dataset", maintain_order=True))
     ]
     return pl.concat(parts)
 
@@ -213,10 +259,13 @@ def summarise(runs: pl.DataFrame, weights: TPMEWeights = DEFAULT_WEIGHTS) -> pl.
     Columns: dataset, method, adapter, n_seeds, ``<metric>_mean`` / ``<metric>_std`` for each
     of ``METRICS`` (test; std null for a single seed), trainable_params, s_per_epoch and
     s_per_step (medians over seeds), steps_per_epoch (min: fewer than the epoch's batches
-    when a run was limited to a fixed number of steps), peak_memory_mib (mean), memory_kind,
-    val_eval_s (median), tpme (over the methods of the same dataset, from these per-method
-    figures). Sorted by dataset, then
-    NDCG@10 (best first).
+    when a run was limited to a fixed number of steps), peak_memory_mib (mean; GPU allocated
+    or CPU RSS), memory_kind (its kinds, "+"-joined), val_eval_s (median), ``COST_COLUMNS``
+    (medians: counted FLOPs, counted memory in MiB, query latency in ms), memory_source and
+    tpme_memory_mib (the memory TPME used for the whole dataset: "cuda_max_allocated" and
+    ``peak_memory_mib`` where every method has a GPU peak, else "counted" and
+    ``train_memory_mib``), tpme (over the methods of the same dataset, from these per-method
+    figures). Sorted by dataset, then NDCG@10 (best first).
     """
     complete = runs.filter(pl.col("status") == "complete")
     summary = (
@@ -233,6 +282,7 @@ def summarise(runs: pl.DataFrame, weights: TPMEWeights = DEFAULT_WEIGHTS) -> pl.
             pl.col("peak_memory_mib").mean(),
             pl.col("memory_kind").unique().sort().str.join("+"),
             pl.col("val_eval_s").median(),
+            *[pl.col(c).median() for c in COST_COLUMNS],
         )
         .sort(["dataset", f"{METRICS[-1]}_mean", "method"], descending=[False, True, False], nulls_last=True)
     )

@@ -1,8 +1,14 @@
-"""The sweep report as markdown: one table per dataset, then the failed and unreadable runs.
+"""The sweep report as markdown: per dataset a table of effectiveness and timed efficiency
+with TPME, its notes (which memory TPME used among them), and a table of counted cost and
+query latency; then the failed and unreadable runs.
 
     ## synthetic
-    | method | seeds | HR@10 | NDCG@10 | trainable params | s/epoch | peak mem (MiB) | val pass (s) | TPME |
+    | method | seeds | HR@10 | NDCG@10 | trainable params | s/epoch | ... | peak mem (MiB) | TPME |
     ...
+    - notes
+    | method | train GFLOPs/seq | item MFLOPs/item | query MFLOPs | train mem (MiB) | ... |
+    ...
+    - what the cost columns are
     ## Failed runs (1)
     | run_dir | dataset | method | seed | overrides | error |
     ## Unreadable runs (1)
@@ -16,18 +22,25 @@ from typing import Any
 
 import polars as pl
 
-from recsys.report.aggregate import METRICS, failed_runs, unreadable_runs
+from recsys.report.aggregate import HAS_GPU_PEAK, MEMORY_SOURCES, METRICS, failed_runs, unreadable_runs
 from recsys.report.tpme import TPMEWeights
+from recsys.train.results import LATENCY_BATCH_SIZES, latency_cell
 
-_MEMORY_KINDS = {  # EfficiencyCallback's memory_kind -> what the figure is
-    "cuda_max_allocated": "peak GPU memory allocated",
+_MEMORY_KINDS = {  # EfficiencyCallback's memory_kind -> what the peak mem figure is
+    "cuda_max_allocated": MEMORY_SOURCES["cuda_max_allocated"],
     "cpu_peak_rss": "peak process RSS while training (CPU; reset per phase on Linux, but it includes "
                     "the libraries and whatever earlier jobs of the process left allocated, so it "
-                    "separates methods far less than GPU memory does)",
+                    "separates methods far less than GPU memory does, and TPME does not use it)",
 }
-_TPME_INPUTS = {
-    "s_per_epoch": "s/epoch", "trainable_params": "trainable params", "peak_memory_mib": "peak memory",
-}
+_TPME_INPUTS = {"s_per_epoch": "s/epoch", "trainable_params": "trainable params", "tpme_memory_mib": "memory"}
+_COST_NOTE = (
+    "Cost, counted (recsys.train.cost; the same on any machine), median over seeds: FLOPs of matrix "
+    "products, convolutions and attention per training sequence (forward + backward), per item through "
+    "the item tower, per user query (user encoder + full ranking); train mem = model state (parameters, "
+    "gradients, optimiser state) + activations saved for backward in one step + resident item features. "
+    "Query latency: user encoder + exact top-10, measured on the run's machine, p50 / p99 ms per batch size. "
+    "'-': not recorded (results.json from before these figures existed)."
+)
 
 
 def _cell(value: Any) -> str:
@@ -37,8 +50,13 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _num(spec: str) -> Callable[[Any], str]:
-    return lambda v: "-" if v is None else format(v, spec)
+def _col(column: str, spec: str, scale: float | None = None) -> Callable[[dict[str, Any]], str]:
+    """A cell of a summary row: ``row[column]`` (divided by ``scale`` if given) formatted by
+    ``spec``, '-' when missing."""
+    def cell(row: dict[str, Any]) -> str:
+        value = row[column]
+        return "-" if value is None else format(value if scale is None else value / scale, spec)
+    return cell
 
 
 def _mean_std(mean: float | None, std: float | None) -> str:
@@ -54,38 +72,75 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
-_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+_Columns = list[tuple[str, Callable[[dict[str, Any]], str]]]
+
+_COLUMNS: _Columns = [
     ("method", lambda r: r["method"]),
     ("seeds", lambda r: str(r["n_seeds"])),
     *[(m.upper(), lambda r, m=m: _mean_std(r[f"{m}_mean"], r[f"{m}_std"])) for m in METRICS],
-    ("trainable params", lambda r: _num(",")(r["trainable_params"])),
-    ("s/epoch", lambda r: _num(".2f")(r["s_per_epoch"])),
-    ("s/step", lambda r: _num(".3f")(r["s_per_step"])),
-    ("steps/epoch", lambda r: _num("d")(r["steps_per_epoch"])),
-    ("peak mem (MiB)", lambda r: _num(".0f")(r["peak_memory_mib"])),
-    ("val pass (s)", lambda r: _num(".2f")(r["val_eval_s"])),
-    ("TPME", lambda r: _num(".3f")(r["tpme"])),
+    ("trainable params", _col("trainable_params", ",")),
+    ("s/epoch", _col("s_per_epoch", ".2f")),
+    ("s/step", _col("s_per_step", ".3f")),
+    ("steps/epoch", _col("steps_per_epoch", "d")),
+    ("peak mem (MiB)", _col("peak_memory_mib", ".0f")),
+    ("val pass (s)", _col("val_eval_s", ".2f")),
+    ("TPME", _col("tpme", ".3f")),
+]
+_COST_COLUMNS: _Columns = [
+    ("method", lambda r: r["method"]),
+    ("train GFLOPs/seq", _col("train_flops_per_sequence", ".4g", 1e9)),
+    ("item MFLOPs/item", _col("item_flops_per_item", ".4g", 1e6)),
+    ("query MFLOPs", _col("query_flops", ".4g", 1e6)),
+    ("train mem (MiB)", _col("train_memory_mib", ".1f")),
+    ("model state (MiB)", _col("model_state_mib", ".1f")),
+    ("activations (MiB)", _col("peak_activation_mib", ".1f")),
+    ("features (MiB)", _col("feature_mib", ".1f")),
+    *[(f"query b{size} p50 / p99 (ms)", lambda r, size=size: latency_cell(r, size))
+      for size in LATENCY_BATCH_SIZES],
 ]
 
 
+def _table(summary: pl.DataFrame, columns: _Columns) -> str:
+    rows = [[fmt(r) for _, fmt in columns] for r in summary.iter_rows(named=True)]
+    return markdown_table([name for name, _ in columns], rows, "l" + "r" * (len(columns) - 1))
+
+
 def summary_table(summary: pl.DataFrame) -> str:
-    """The methods of ``summary`` (rows of one dataset) as a markdown table."""
-    rows = [[fmt(r) for _, fmt in _COLUMNS] for r in summary.iter_rows(named=True)]
-    return markdown_table([name for name, _ in _COLUMNS], rows, "lr" + "r" * (len(_COLUMNS) - 2))
+    """The methods of ``summary`` (rows of one dataset) as a markdown table: test metrics,
+    timed efficiency, TPME."""
+    return _table(summary, _COLUMNS)
+
+
+def cost_table(summary: pl.DataFrame) -> str:
+    """The counted cost and query latency of the methods of ``summary`` (rows of one dataset)
+    as a markdown table (see ``_COST_NOTE``)."""
+    return _table(summary, _COST_COLUMNS)
 
 
 def _notes(summary: pl.DataFrame, weights: TPMEWeights) -> list[str]:
     kinds = {k for joined in summary["memory_kind"].drop_nulls() for k in joined.split("+")}
     notes = [
         f"{' / '.join(m.upper() for m in METRICS)}: test, mean ± std over seeds. s/epoch: median over seeds. "
-        f"Memory: {', '.join(_MEMORY_KINDS.get(k, k) for k in sorted(kinds)) or 'unknown'}.",
+        f"peak mem: {', '.join(_MEMORY_KINDS.get(k, k) for k in sorted(kinds)) or 'unknown'}.",
         f"TPME = {weights} over min-max normalised time, params, memory of this table's "
         "methods; lower is better; comparable within this table only.",
+        _tpme_memory_note(summary),
     ]
     for r in summary.filter(pl.col("tpme").is_null()).iter_rows(named=True):
         missing = ", ".join(label for col, label in _TPME_INPUTS.items() if r[col] is None)
         notes.append(f"TPME not computed for {r['method']}: missing {missing}.")
     return notes
+
+
+def _tpme_memory_note(summary: pl.DataFrame) -> str:
+    """Which memory TPME used for this dataset's methods, and for the counted one, why."""
+    source = summary["memory_source"][0]
+    note = f"TPME memory: {MEMORY_SOURCES[source]}"
+    if source == "cuda_max_allocated":
+        return f"{note} (every method has it)."
+    lacking = ", ".join(summary.filter(~HAS_GPU_PEAK)["method"])
+    return (f"{note} (the cost table's train mem) for every method: no peak GPU figure for {lacking}, "
+            "and one set is scored on one kind of memory.")
 
 
 def _distinct_overrides(runs: pl.DataFrame) -> list[str | None]:
@@ -112,15 +167,15 @@ def unreadable_table(runs: pl.DataFrame) -> str:
 
 
 def render_report(summary: pl.DataFrame, runs: pl.DataFrame, weights: TPMEWeights, title: str) -> str:
-    """The whole report: a section per dataset (table + notes), then the failed runs, then
-    the unreadable ones (counted apart: their status is unknown)."""
+    """The whole report: a section per dataset (table, notes, cost table, its note), then the
+    failed runs, then the unreadable ones (counted apart: their status is unknown)."""
     n_failed = failed_runs(runs).height
     n_unreadable = unreadable_runs(runs).height
     unreadable = f", {n_unreadable} unreadable" if n_unreadable else ""
     parts = [f"# {title}", f"{runs.height} runs, {n_failed} failed{unreadable}."]
     for part in summary.partition_by("dataset", maintain_order=True):
         notes = "\n".join(f"- {note}" for note in _notes(part, weights))
-        parts += [f"## {part['dataset'][0]}", summary_table(part), notes]
+        parts += [f"## {part['dataset'][0]}", summary_table(part), notes, cost_table(part), f"- {_COST_NOTE}"]
     if summary.is_empty():
         parts.append("No complete runs.")
     if n_failed:

@@ -4,6 +4,10 @@ One panel per dataset, one point per method with error bars over seeds (NDCG@10 
 Pareto front (methods no other method beats on both axes) highlighted and joined. Figures
 are built with the object API on the Agg canvas (no pyplot, no global backend switch), so
 this works headless and inside notebooks alike.
+
+The costs (``COSTS``): the memory TPME used (peak GPU memory where every method of the dataset
+has one, else the counted training memory; the panel's axis says which), time per epoch, and
+the counted training FLOPs per sequence (log axis: methods differ by orders of magnitude).
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from recsys.atomic_io import atomic_path
+from recsys.report.aggregate import MEMORY_SOURCES
 
-# file stem -> (summary column on the x axis, axis label)
+# file stem -> (summary column on the x axis, axis label, log x axis); "{memory}" in a label
+# is the panel's memory_source in words
 COSTS = {
-    "pareto_memory": ("peak_memory_mib", "peak memory (MiB)"),
-    "pareto_time": ("s_per_epoch", "training time per epoch (s)"),
+    "pareto_memory": ("tpme_memory_mib", "{memory} (MiB)", False),
+    "pareto_time": ("s_per_epoch", "training time per epoch (s)", False),
+    "pareto_flops": ("train_flops_per_sequence", "training FLOPs per sequence (fwd + bwd)", True),
 }
 QUALITY = "ndcg@10"
 
@@ -34,7 +41,7 @@ def pareto_front(costs: Sequence[float], qualities: Sequence[float]) -> list[boo
     ]
 
 
-def _panel(ax, part: pl.DataFrame, cost: str, cost_label: str) -> None:
+def _panel(ax, part: pl.DataFrame, cost: str, cost_label: str, log_x: bool) -> None:
     data = part.filter(pl.col(cost).is_not_null() & pl.col(f"{QUALITY}_mean").is_not_null())
     x = data[cost].to_list()
     y = data[f"{QUALITY}_mean"].to_list()
@@ -48,30 +55,35 @@ def _panel(ax, part: pl.DataFrame, cost: str, cost_label: str) -> None:
         fx, fy = zip(*sorted((xi, yi) for xi, yi, f in zip(x, y, front, strict=True) if f), strict=True)
         ax.step(fx, fy, where="post", color="tab:red", alpha=0.6, label="Pareto front")
         ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlabel(cost_label)
+    if log_x:
+        ax.set_xscale("log")
+    source = part["memory_source"][0] if part.height else None
+    ax.set_xlabel(cost_label.format(memory=MEMORY_SOURCES.get(source, "memory")))
     ax.set_ylabel(f"test {QUALITY.upper()} (mean ± std over seeds)")
     ax.set_title(part["dataset"][0] if part.height else "no complete runs")
     ax.grid(alpha=0.3)
 
 
-def pareto_figure(summary: pl.DataFrame, cost: str, cost_label: str) -> Figure:
-    """NDCG@10 vs ``cost`` (a ``summarise`` column), one panel per dataset."""
+def pareto_figure(summary: pl.DataFrame, cost: str, cost_label: str, log_x: bool = False) -> Figure:
+    """NDCG@10 vs ``cost`` (a ``summarise`` column), one panel per dataset; "{memory}" in
+    ``cost_label`` becomes what the panel's ``memory_source`` is."""
     parts = summary.partition_by("dataset", maintain_order=True) or [summary]
     fig = Figure(figsize=(5.5 * len(parts), 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(parts), squeeze=False)[0]
     for ax, part in zip(axes, parts, strict=True):
-        _panel(ax, part, cost, cost_label)
+        _panel(ax, part, cost, cost_label, log_x)
     return fig
 
 
 def pareto_figures(summary: pl.DataFrame) -> dict[str, Figure]:
     """Every plot of the report: file stem (``COSTS`` key) -> figure."""
-    return {stem: pareto_figure(summary, cost, label) for stem, (cost, label) in COSTS.items()}
+    return {stem: pareto_figure(summary, *cost) for stem, cost in COSTS.items()}
 
 
 def save_pareto_plots(summary: pl.DataFrame, out_dir: str | Path, dpi: int = 120) -> list[Path]:
-    """Write ``<out_dir>/pareto_memory.png`` and ``pareto_time.png`` atomically; returns the paths."""
+    """Write ``<out_dir>/<stem>.png`` for each of ``COSTS`` (pareto_memory, pareto_time,
+    pareto_flops) atomically; returns the paths."""
     paths = []
     for stem, fig in pareto_figures(summary).items():
         path = Path(out_dir) / f"{stem}.png"

@@ -8,30 +8,60 @@ Layout (all keys always present; figures that do not apply are null):
      "metrics": {"val": {...best validation...}, "test": {...at best checkpoint...}},
      "baselines": {"popularity": {"test": {...}}},
      "efficiency": {...EfficiencyCallback.summary()..., "cache_build_s": float | null,
-                    "cache_bytes": int | null},
+                    "cache_bytes": int | null,
+                    ...recsys.train.cost.measure_costs(): counted FLOPs and memory
+                    (``*_flops*``, ``*_bytes``), query latency ``query_p50_ms_b1`` ...},
      "error": str | null (the traceback of a failed run),
      "signal": "SIGTERM" | "SIGINT" | null (what interrupted the run),
      "config": resolved Hydra config (also the checkpoints' hyper-parameters)}
 
 Written atomically (temp file + rename) so a killed job never leaves half a file, and a
-sweep can treat "results.json with status complete" as done.
+sweep can treat "results.json with status complete" as done. Files written before the counted
+costs existed lack their keys; readers take them as null (``.get``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+#: The batch sizes query latency is measured at (``query_p50_ms_b<size>``, ``query_p99_ms_b<size>``).
+LATENCY_BATCH_SIZES = (1, 256)
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+
+def mib(n_bytes: float | None) -> float | None:
+    """Bytes in MiB; ``None`` stays ``None``."""
+    return None if n_bytes is None else n_bytes / 2**20
+
+
+def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value / scale, spec)
+
+
+def latency_cell(figures: Mapping[str, Any], size: int) -> str:
+    """Query latency at batch ``size`` as "<p50> / <p99>" (ms), from an efficiency dict or a
+    report row (the same keys); "-" when either is missing."""
+    p50, p99 = figures.get(f"query_p50_ms_b{size}"), figures.get(f"query_p99_ms_b{size}")
+    return "-" if p50 is None or p99 is None else f"{p50:.2f} / {p99:.2f}"
+
+
+def _counted_memory(eff: Mapping[str, Any]) -> str:
+    """The counted training memory as "<total> = state + activations + features" (MiB), "-"
+    when results.json lacks it."""
+    parts = [eff.get(k) for k in ("model_state_bytes", "peak_activation_bytes", "feature_bytes")]
+    total = eff.get("train_memory_bytes")
+    if total is None or None in parts:
+        return "-"
+    state, activations, features = (mib(b) for b in parts)
+    return f"{mib(total):.1f} = state {state:.1f} + activations {activations:.1f} + features {features:.1f}"
 
 
 def format_summary(results: dict[str, Any]) -> str:
-    """A small fixed-width table of one run: method vs popularity, plus efficiency."""
+    """A small fixed-width table of one run: method vs popularity, plus efficiency (timed and
+    counted; a figure the run lacks is "-")."""
     test = results["metrics"].get("test") or {}
     pop = (results["baselines"].get("popularity") or {}).get("test") or {}
     eff = results["efficiency"]
-    mem = eff.get("peak_train_memory_bytes")
     mem_label = "peak GPU mem (MiB)" if eff.get("memory_kind") == "cuda_max_allocated" else "peak RSS (MiB)"
     rows = [
         ("", "HR@10", "NDCG@10", "MRR@10"),
@@ -55,15 +85,17 @@ def format_summary(results: dict[str, Any]) -> str:
         ("epochs", eff.get("epochs")),
         ("s / epoch (median)", _fmt(eff.get("s_per_epoch"), ".2f")),
         ("sequences / s", _fmt(eff.get("sequences_per_s"), ".0f")),
-        (mem_label, _fmt(None if mem is None else mem / 2**20, ".0f")),
+        (mem_label, _fmt(mib(eff.get("peak_train_memory_bytes")), ".0f")),
+        ("counted train mem (MiB)", _counted_memory(eff)),
+        ("train GFLOPs / sequence", _fmt(eff.get("train_flops_per_sequence"), ".4g", 1e9)),
+        ("item MFLOPs / item", _fmt(eff.get("item_flops_per_item"), ".4g", 1e6)),
+        ("query MFLOPs / user", _fmt(eff.get("query_flops"), ".4g", 1e6)),
+        *[(f"query b{size} p50/p99 (ms)", latency_cell(eff, size)) for size in LATENCY_BATCH_SIZES],
         ("val pass (s)", _fmt(eff.get("val_eval_s"), ".2f")),
         ("item tower (ms / item)", _fmt(eff.get("item_latency_ms"), ".3f")),
         (f"user batch of {eff.get('eval_batch_size')} (ms)", _fmt(eff.get("user_batch_latency_ms"), ".1f")),
         ("cache build (s)", _fmt(eff.get("cache_build_s"), ".1f")),
-        (
-            "cache size (MiB)",
-            _fmt(None if eff.get("cache_bytes") is None else eff["cache_bytes"] / 2**20, ".1f"),
-        ),
+        ("cache size (MiB)", _fmt(mib(eff.get("cache_bytes")), ".1f")),
     ]
     lines += [f"{k:<24}{v}" for k, v in facts]
     return "\n".join(lines)
