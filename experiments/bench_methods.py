@@ -18,8 +18,9 @@ Run from the repository root (paths.shared_data is relative to it). ``--tiny``: 
 (60 users, 40 items), 6-layer 64-wide BERT / ViT (6 layers: IISAN's 6 layer groups apply
 unchanged), 32x32 images, 2 train batches per epoch for the in-loop methods.
 
-Prints per method s/epoch, throughput, peak training memory, trainable parameters,
-validation pass time, item / user-batch latency, cache build time and size, TPME over the
+Prints per method s/epoch, throughput, peak training memory beside the counted training memory
+(``recsys.train.cost``; on a GPU, their ratio says how far the device-independent figure is from
+``max_memory_allocated``), training FLOPs per sequence, trainable parameters, validation pass time, item / user-batch latency, cache build time and size, TPME over the
 set, the targets (pass/fail) against the original IISAN code, and the encoders' bare forward
 throughput next to the cache build's. Writes ``bench_methods.{json,md}`` to
 experiments/results/<device>/ (``--tiny``: to --out). ``--reuse`` takes the row of every
@@ -138,7 +139,8 @@ def run_method(cfg: DictConfig, steps: int) -> dict:
     row |= {k: eff.get(k) for k in ("s_per_epoch", "epoch_seconds", "sequences_per_s",
                                     "peak_train_memory_bytes", "memory_kind", "trainable_params",
                                     "total_params", "val_eval_s", "item_latency_ms",
-                                    "user_batch_latency_ms", "cache_build_s", "cache_bytes")}
+                                    "user_batch_latency_ms", "cache_build_s", "cache_bytes",
+                                    "train_memory_bytes", "train_flops_per_sequence")}
     if kind == "in-loop" and steps and row["sequences_per_s"]:
         n = len(build_datamodule(cfg).train_dataloader().dataset)
         if steps < math.ceil(n / cfg.data.batch_size):
@@ -171,23 +173,34 @@ def bare_forward(cfg: DictConfig, modality: str, records: list[dict], batches: i
     return items / seconds
 
 
-def fmt(value, spec: str, suffix: str = "") -> str:
-    return "—" if value is None else f"{value:{spec}}{suffix}"
+def fmt(value, spec: str, suffix: str = "", scale: float = 1.0) -> str:
+    return "—" if value is None else f"{value * scale:{spec}}{suffix}"
 
 
 def mib(nbytes: int | None) -> float | None:
     return None if nbytes is None else nbytes / MIB
 
 
+def counted_vs_peak(row: dict) -> str:
+    """The counted training memory (recsys.train.cost) in MiB and its ratio to the measured peak
+    (on a GPU ``max_memory_allocated``: how far the device-independent figure is from it)."""
+    counted, peak = row.get("train_memory_bytes"), row.get("peak_train_memory_bytes")
+    if counted is None:
+        return "—"
+    return f"{counted / MIB:.0f}" + (f" ({counted / peak:.2f})" if peak else "")
+
+
 def tables(rows: list[dict], encoders: dict[str, dict]) -> str:
     """Markdown: the per-method table, the targets (pass/fail) and the encoder throughputs."""
-    head = ["method", "kind", "s/epoch", "seq/s", "peak train MiB", "trainable", "val pass s", "item ms",
-            "user-batch ms", "cache build s", "cache MiB", "cache", "TPME"]
+    head = ["method", "kind", "s/epoch", "seq/s", "peak train MiB", "counted MiB (÷ peak)",
+            "train GFLOPs/seq", "trainable", "val pass s", "item ms", "user-batch ms", "cache build s",
+            "cache MiB", "cache", "TPME"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"], r["kind"] if r["status"] == "complete" else f"{r['kind']} FAILED",
                  fmt(r["s_per_epoch"], ".3g", "*" if r["extrapolated"] else ""),
                  fmt(r["sequences_per_s"], ".0f"), fmt(mib(r["peak_train_memory_bytes"]), ".0f"),
+                 counted_vs_peak(r), fmt(r["train_flops_per_sequence"], ".3g", scale=1e-9),
                  fmt(r["trainable_params"] and r["trainable_params"] / 1e6, ".2f", "M"),
                  fmt(r["val_eval_s"], ".3g"), fmt(r["item_latency_ms"], ".3g"),
                  fmt(r["user_batch_latency_ms"], ".3g"), fmt(r["cache_build_s"], ".3g"),

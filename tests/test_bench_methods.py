@@ -22,7 +22,7 @@ def _bench(tmp_path: Path, *extra: str) -> str:
 @pytest.mark.slow
 def test_tiny_benchmark_table_files_and_cache_reuse(tmp_path):
     out = _bench(tmp_path)
-    assert "| method | kind | s/epoch | seq/s | peak train MiB |" in out
+    assert "| method | kind | s/epoch | seq/s | peak train MiB | counted MiB (÷ peak) |" in out
     assert "| iisan s/epoch | 18-20 s | < 1 s |" in out
     assert "cache check: built by ['iisan'], reused by ['frozen'], in-loop runs wrote none: OK" in out
 
@@ -34,6 +34,7 @@ def test_tiny_benchmark_table_files_and_cache_reuse(tmp_path):
     assert [rows[m]["cache"] for m in METHODS] == ["built", "reused", "none"]
     assert [rows[m]["kind"] for m in METHODS] == ["cached", "cached", "in-loop"]
     assert rows["iisan"]["cache_bytes"] > 0 and rows["iisan_uncached"]["cache_bytes"] is None
+    assert all(r["train_memory_bytes"] > 0 and r["train_flops_per_sequence"] > 0 for r in rows.values())
     assert rows["iisan_uncached"]["extrapolated"] and not rows["iisan"]["extrapolated"]
     keys = ("s_per_epoch", "trainable_params", "peak_train_memory_bytes")
     figures = ([r[k] for r in rows.values()] for k in keys)
