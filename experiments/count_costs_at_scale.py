@@ -190,7 +190,7 @@ def scaling_check(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=METHODS, metavar="METHOD")
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, metavar="METHOD")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--probe-size", type=int, default=4, help="sequences per counted batch")
     parser.add_argument("--probes", type=int, default=8, help="counted batches per method")
@@ -213,25 +213,25 @@ def main() -> None:
     stem = "costs_at_scale_amp" if args.amp else "costs_at_scale"
     earlier = read_json(args.out / f"{stem}.json") if args.update else None
     rows = {r["method"]: r for r in (earlier or {}).get("methods", [])}
-    for method in args.methods:
-        print(f"[costs] {method} ...", flush=True)
-        rows[method] = count_method(method, common, args.batch_size, args.probe_size, args.probes, args.amp)
-        gc.collect()  # the method's model and inputs
-    rows = sorted(rows.values(), key=lambda r: METHODS.index(r["method"]) if r["method"] in METHODS else 99)
     setting = "tiny synthetic data, 6 x 64 encoders" if args.tiny else "Scientific, BERT-base + ViT-B/16"
     header = (f"# Counted costs at scale: {setting}, batch {args.batch_size}, {precision}\n\n"
               f"`{shlex.join(['python', *sys.argv])}` ({time.strftime('%Y-%m-%d %H:%M')}; counted, so any "
               f"machine gives these figures). Training step counted on {args.probes} batches of "
               f"{args.probe_size} sequences, scaled per sequence (spread: (max - min) / mean over them); "
               f"train memory = model state + activations + features.\n\n")
-    parts = [table(rows, args.batch_size), scaling_check(rows), ratios(rows)]
-    text = header + "\n\n".join(part for part in parts if part) + "\n"
+    for method in args.methods:
+        print(f"[costs] {method} ...", flush=True)
+        rows[method] = count_method(method, common, args.batch_size, args.probe_size, args.probes, args.amp)
+        gc.collect()  # the method's model and inputs
+        ordered = sorted(rows.values(), key=lambda r: METHODS.index(r["method"]))
+        parts = [table(ordered, args.batch_size), scaling_check(ordered), ratios(ordered)]
+        text = header + "\n\n".join(part for part in parts if part) + "\n"
+        # after every method, so a run stopped half way keeps what it counted (--update goes on)
+        write_json_atomic(args.out / f"{stem}.json", {"batch_size": args.batch_size, "precision": precision,
+                                                      "probe_size": args.probe_size, "probes": args.probes,
+                                                      "methods": ordered})
+        write_text_atomic(args.out / f"{stem}.md", text)
     print("\n" + text)
-    write_json_atomic(args.out / f"{stem}.json", {"batch_size": args.batch_size, "precision": precision,
-                                                  "probe_size": args.probe_size, "probes": args.probes,
-                                                  "methods": rows})
-    write_text_atomic(args.out / f"{stem}.md", text)
-
 
 if __name__ == "__main__":
     main()
