@@ -7,6 +7,10 @@ implement ``__getitems__``, which the DataLoader calls with a whole batch of ind
   "history": LongTensor [B, H] (0-padded), "user": LongTensor [B]}``, every user exactly
   once, in user order, no padding or repetition.
 
+Training data: the windows (or prefixes) of the training parts a ``Subsample``
+(``recsys.data.subsample``) keeps, all of them by default; validation and test always cover
+every user with their full sequence. ``subsample_stats`` counts what was kept (logged).
+
 Training order: a seeded ``DistributedSampler`` (one replica when not distributed) draws
 the permutation of epoch e from (seed, e); Lightning calls its ``set_epoch``, so a run
 resumed from a checkpoint sees exactly the batches the uninterrupted run saw.
@@ -22,6 +26,8 @@ sum-reduced metrics equal the single-process ones.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +38,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from recsys.data.processed import ProcessedDataset
-from recsys.data.sequences import EvalSplit, UserSequences, WindowIndex
+from recsys.data.sequences import EvalSplit, TrainParts, UserSequences, WindowIndex
+from recsys.data.subsample import Subsample, subsample_train
 
 TRAIN_TARGETS = ("windows", "prefixes")
+log = logging.getLogger(__name__)
+
 
 def _as_batch(batch):
     """Identity collate: ``__getitems__`` already returns a collated batch."""
@@ -110,11 +119,16 @@ class SequenceDataModule(pl.LightningDataModule):
         train_targets: ``windows`` (the reference: disjoint windows, every position a
             target) | ``prefixes`` (one window per train target, ending at it: the target
             seen with its full prefix, as RecBole trains; about ``window`` times the batches).
+        subsample: which training data to train on (default: all of it).
 
     Attributes (available after ``setup()``, or on first access):
-        num_items (N), num_users (U), train_popularity (torch float32 [N+1]),
-        items (polars frame of items.parquet), fingerprint (sha256 hex of the items),
-        data_fingerprint (sha256 hex of items, users and interactions).
+        num_items (N), num_users (U), train_popularity (torch float32 [N+1], over the kept
+        training parts), items (polars frame of items.parquet), fingerprint (sha256 hex of
+        the items), data_fingerprint (sha256 hex of items, users and interactions),
+        train_parts (the kept ``TrainParts``), subsample_stats (``{"fraction", "strategy",
+        "seed", "kept": counts, "full": counts}``, counts = ``{"users", "targets",
+        "interactions", "sequences"}``: training users with a target, training targets,
+        training interactions, training windows (or prefixes) = training dataset rows).
     """
 
     def __init__(
@@ -126,6 +140,7 @@ class SequenceDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         train_targets: str = "windows",
+        subsample: Subsample | None = None,
     ):
         super().__init__()
         self.processed_dir = Path(processed_dir)
@@ -137,18 +152,37 @@ class SequenceDataModule(pl.LightningDataModule):
         if train_targets not in TRAIN_TARGETS:
             raise ValueError(f"train_targets {train_targets!r} not in {TRAIN_TARGETS}")
         self.train_targets = train_targets
+        self.subsample = subsample or Subsample()
         self._dataset: ProcessedDataset | None = None
         self._sequences: UserSequences | None = None
+        self._train_parts: TrainParts | None = None
+        self._subsample_stats: dict | None = None
         self._fingerprint: str | None = None
         self._data_fingerprint: str | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        """Load and validate the processed dataset and build the CSR sequences (once)."""
+        """Load and validate the processed dataset, build the CSR sequences and the kept
+        training parts, and log what was kept (once)."""
         if self._dataset is None:
             self._dataset = ProcessedDataset.load(self.processed_dir)
             self._sequences = UserSequences.from_interactions(
                 self._dataset.interactions, self._dataset.num_users, self._dataset.num_items
             )
+            self._train_parts = subsample_train(self._sequences, self.subsample)
+            kept, full = self._counts(self._train_parts), self._counts(self._sequences.train_parts())
+            self._subsample_stats = {**asdict(self.subsample), "kept": kept, "full": full}
+            log.info("training data (subsample %s): %s", asdict(self.subsample),
+                     ", ".join(f"{kept[k]} of {full[k]} {k}" for k in full))
+
+    def _counts(self, parts: TrainParts) -> dict[str, int]:
+        """``TrainParts.counts()`` and ``sequences``, the training dataset's rows over ``parts``."""
+        return {**parts.counts(), "sequences": len(self._train_index(parts))}
+
+    def _train_index(self, parts: TrainParts) -> WindowIndex:
+        """The training windows (``windows``) or prefixes (``prefixes``) over ``parts``."""
+        sequences = self._sequences
+        build = sequences.train_prefixes if self.train_targets == "prefixes" else sequences.train_windows
+        return build(self.window, parts)
 
     @property
     def dataset(self) -> ProcessedDataset:
@@ -159,6 +193,16 @@ class SequenceDataModule(pl.LightningDataModule):
     def sequences(self) -> UserSequences:
         self.setup()
         return self._sequences
+
+    @property
+    def train_parts(self) -> TrainParts:
+        self.setup()
+        return self._train_parts
+
+    @property
+    def subsample_stats(self) -> dict:
+        self.setup()
+        return self._subsample_stats
 
     @property
     def num_items(self) -> int:
@@ -187,7 +231,7 @@ class SequenceDataModule(pl.LightningDataModule):
 
     @property
     def train_popularity(self) -> torch.Tensor:
-        return torch.from_numpy(self.sequences.train_popularity()).float()
+        return torch.from_numpy(self.sequences.train_popularity(self.train_parts)).float()
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         rank, world = _process_group() or (0, 1)
@@ -206,10 +250,8 @@ class SequenceDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        if self.train_targets == "prefixes":
-            dataset = TrainWindows(self.sequences.items, self.sequences.train_prefixes(self.window), True)
-        else:
-            dataset = TrainWindows(self.sequences.items, self.sequences.train_windows(self.window))
+        windows = self._train_index(self.train_parts)
+        dataset = TrainWindows(self.sequences.items, windows, last_only=self.train_targets == "prefixes")
         return self._loader(dataset, self.batch_size, True)
 
     def _eval_loader(self, stage: str) -> DataLoader:

@@ -12,6 +12,10 @@ For a user sequence s of length n >= 3 (see docs/architecture.md):
 History rows hold the items before the target, right-padded with 0, the target's own
 earlier occurrences included: the evaluator decides whether a repeated target is masked
 (``eval.mask_target_in_history``).
+
+Training windows, prefixes and popularity are built over ``TrainParts``: each user's
+training interactions as a span of the flat array, s[:-2] unless a subsample
+(``recsys.data.subsample``) shortened or emptied it; validation and test never depend on it.
 """
 
 from __future__ import annotations
@@ -89,6 +93,41 @@ class EvalSplit:
         }
 
 
+@dataclass(frozen=True)
+class TrainParts:
+    """Each user's training interactions: ``flat[starts[u]:ends[u]]``, chronological.
+
+    Attributes:
+        starts: int64 [U] first position (windows are left-padded before it).
+        ends: int64 [U] exclusive end; ``ends == starts``: the user is not trained on.
+    """
+
+    starts: np.ndarray
+    ends: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 [U] training interactions per user."""
+        return self.ends - self.starts
+
+    @property
+    def targets(self) -> np.ndarray:
+        """int64 [U] training targets per user: every item after the first."""
+        return np.maximum(self.lengths - 1, 0)
+
+    def positions(self) -> np.ndarray:
+        """int64 [sum(lengths)] flat positions of every training interaction, by user."""
+        lengths = self.lengths
+        first_of_user = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return np.repeat(self.starts, lengths) + np.arange(lengths.sum()) - first_of_user
+
+    def counts(self) -> dict[str, int]:
+        """``users`` (with at least one training target), ``targets``, ``interactions``."""
+        targets = self.targets
+        return {"users": int((targets > 0).sum()), "targets": int(targets.sum()),
+                "interactions": int(self.lengths.sum())}
+
+
 class UserSequences:
     """All user sequences in CSR form.
 
@@ -140,27 +179,32 @@ class UserSequences:
         """int32 [n] items of one user (a view)."""
         return self.items[self.offsets[user]:self.offsets[user + 1]]
 
-    def train_windows(self, window: int) -> WindowIndex:
-        """Training windows of ``window + 1`` items over the train parts s[:-2] (module doc).
+    def train_parts(self) -> TrainParts:
+        """The full training parts s[:-2] of every user."""
+        return TrainParts(self.offsets[:-1], self.offsets[1:] - 2)
 
-        Windows are ordered by user, then from the end of the train part backwards."""
-        train_lengths = self.lengths - 2
-        per_user = (train_lengths - 2) // window + 1  # train_lengths >= 1 -> per_user >= 0
+    def train_windows(self, window: int, parts: TrainParts | None = None) -> WindowIndex:
+        """Training windows of ``window + 1`` items over the train parts (module doc; default
+        ``train_parts()``). Windows are ordered by user, then from the part's end backwards."""
+        parts = parts if parts is not None else self.train_parts()
+        lengths = parts.lengths
+        per_user = np.where(lengths >= 2, (lengths - 2) // window + 1, 0)
         users = np.repeat(np.arange(self.num_users), per_user)
         first_of_user = np.repeat(np.cumsum(per_user) - per_user, per_user)
         steps_back = np.arange(len(users)) - first_of_user
-        ends = self.offsets[users] + train_lengths[users] - steps_back * window
-        return WindowIndex(self.offsets[users], ends, window + 1)
+        return WindowIndex(parts.starts[users], parts.ends[users] - steps_back * window, window + 1)
 
-    def train_prefixes(self, window: int) -> WindowIndex:
-        """One window of ``window + 1`` items per train target s[p] (1 <= p < len(s[:-2])),
-        ending at it: inputs are its last ``window`` predecessors. Ordered by user, then p."""
-        train_lengths = self.lengths - 2
-        per_user = train_lengths - 1  # lengths >= 3 -> per_user >= 0
+    def train_prefixes(self, window: int, parts: TrainParts | None = None) -> WindowIndex:
+        """One window of ``window + 1`` items per train target (every item of a train part
+        but its first; default ``train_parts()``), ending at it: inputs are its last
+        ``window`` predecessors within the part. Ordered by user, then position."""
+        parts = parts if parts is not None else self.train_parts()
+        per_user = parts.targets
         users = np.repeat(np.arange(self.num_users), per_user)
         first_of_user = np.repeat(np.cumsum(per_user) - per_user, per_user)
         target_index = np.arange(len(users)) - first_of_user + 1
-        return WindowIndex(self.offsets[users], self.offsets[users] + target_index + 1, window + 1)
+        starts = parts.starts[users]
+        return WindowIndex(starts, starts + target_index + 1, window + 1)
 
     def eval_split(self, stage: str, window: int) -> EvalSplit:
         """Validation (``stage="val"``) or test (``"test"``) examples, one per user."""
@@ -173,10 +217,10 @@ class UserSequences:
             history_ends=target_positions,
         )
 
-    def train_popularity(self) -> np.ndarray:
-        """float64 [N+1]: how often each item occurs in the train parts s[:-2]; index 0 = 0."""
-        positions = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], self.lengths)
-        in_train = positions < np.repeat(self.lengths - 2, self.lengths)
-        counts = np.bincount(self.items[in_train], minlength=self.num_items + 1)
+    def train_popularity(self, parts: TrainParts | None = None) -> np.ndarray:
+        """float64 [N+1]: how often each item occurs in the train parts (default
+        ``train_parts()``, s[:-2]); index 0 = 0."""
+        parts = parts if parts is not None else self.train_parts()
+        counts = np.bincount(self.items[parts.positions()], minlength=self.num_items + 1)
         counts[0] = 0
         return counts.astype(np.float64)
