@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,lora,sweeps]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,lora,sweeps,ann]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -61,7 +61,11 @@ def test_shared_values_live_in_one_place(tmp_path):
         (["adapter.fusion=gatd"], ["adapter.fusion: 'gatd': Input should be 'gated' or 'add'"]),
         (["eval.tie_policy=bogus"],
          ["eval.tie_policy: 'bogus': Input should be 'pessimistic', 'optimistic' or 'average'"]),
-        (["cache.dtype=int8"], ["cache.dtype: 'int8': Input should be 'float16' or 'float32'"]),
+        (["cache.dtype=int4"], ["cache.dtype: 'int4': Input should be 'float16', 'float32', 'bfloat16', "
+                                "'int8', 'int8_item_layer' or 'float8_e4m3'"]),
+        (["cache.dtype=int8", "cache.dir=/data/int8_cache"],
+         ["cache.dtype: 'int8': Value error, int8 caches are converted from the float16 cache of their "
+          "parent directory, so their directory must be <float16 cache dir>/int8, not '/data/int8_cache'"]),
         (["model.d_model=100", "model.num_heads=3"], ["model: d_model 100 is not divisible by num_heads 3"]),
         (["adapter.streams=both"],
          ["adapter.streams: 'both': Input should be 'intra_inter', 'intra' or 'inter'"]),
@@ -117,6 +121,47 @@ def test_eval_export_cache_and_prep_configs_are_checked(tmp_path):
         _checked("cache", ["cache.residency=gpu"], tmp_path)
     with pytest.raises(ConfigError, match="data.on_error: 'ignore'"):
         _checked("prep", ["data.on_error=ignore"], tmp_path)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "bfloat16", "int8", "int8_item_layer",
+                                   "float8_e4m3"])
+def test_each_cache_dtype_composes_into_its_own_directory(dtype, tmp_path):
+    """float16 caches in the dataset's cache directory, every other dtype in <that>/<dtype>."""
+    float16_dir = tmp_path / "cache" / "movielens"
+    for root in ("train", "cache"):
+        cfg = _checked(root, [f"cache.dtype={dtype}", f"paths.data_dir={tmp_path}"], tmp_path)
+        assert cfg.cache.dtype == dtype
+        assert cfg.cache.dir == str(float16_dir if dtype == "float16" else float16_dir / dtype)
+
+
+def test_serving_formats_and_ann_indexes_compose_typed(tmp_path):
+    cfg = _checked("export", ["run_dir=/x", "embeddings=int8", "candidates=50",
+                              "index={kind: hnsw, M: 16, ef_search: 64}"], tmp_path)
+    assert cfg.embeddings == "int8" and cfg.index == {"kind": "hnsw", "M": 16, "ef_search": 64}
+    assert _checked("export", ["run_dir=/x"], tmp_path).index is None
+    cfg = _checked("train", ["eval.ann={kind: ivf_pq, nlist: 64, pq_m: 8}"], tmp_path)
+    assert cfg.eval.ann.kind == "ivf_pq" and _checked("train", [], tmp_path).eval.ann is None
+    assert _checked("eval", ["run_dir=/x", "eval.ann={kind: flat}"], tmp_path).eval.ann == {"kind": "flat"}
+
+
+@pytest.mark.parametrize(
+    ("root", "overrides", "message"),
+    [
+        ("export", ["embeddings=int4"], "embeddings: 'int4': Input should be 'float32', 'float16', 'int8'"),
+        ("export", ["index={kind: annoy}"], "index.kind: 'annoy': Input should be one of ['flat', 'hnsw',"),
+        ("export", ["index={kind: hnsw, nprobe: 4}"], "index.nprobe: unknown key; allowed keys: M, ef_"),
+        ("export", ["index={kind: hnsw, M: 0}"], "index.M: 0: Input should be greater than 0"),
+        ("export", ["index={kind: ivf_flat, nlist: big}"], "index.nlist: 'big': Input should be a valid int"),
+        ("export", ["embeddings=binary", "index={kind: flat}"], "index: embeddings=binary generates its"),
+        ("export", ["candidates=0"], "candidates: 0: Input should be greater than 0"),
+        ("train", ["eval.ann={kind: hnsw, ef_search: -1}"], "eval.ann.ef_search: -1: Input should be"),
+        ("eval", ["eval.ann={kind: ivf}"], "eval.ann.kind: 'ivf': Input should be one of"),
+    ],
+)
+def test_bad_serving_options_are_refused(root, overrides, message, tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        _checked(root, [*ROOTS[root], *overrides], tmp_path)
+    assert message in str(raised.value), str(raised.value)
 
 
 def test_experiment_configs_exist_for_reference_rows():

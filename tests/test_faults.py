@@ -209,12 +209,12 @@ def test_config_typos_are_clear_errors(override, error, message):
 @pytest.mark.slow
 def test_a_bad_value_stops_every_entry_point_before_any_work(tmp_path: Path, run_cli):
     data = tmp_path / "data"
-    for script, args in (("recsys-train", ["cache.dtype=int8", "adapter.fusion=gatd"]),
-                         ("recsys-cache", ["cache.dtype=int8"]),
+    for script, args in (("recsys-train", ["cache.dtype=int4", "adapter.fusion=gatd"]),
+                         ("recsys-cache", ["cache.dtype=int4"]),
                          ("recsys-prep", ["data.protocol.window=0"])):
         paths = [f"paths.data_dir={data}", f"hydra.run.dir={tmp_path / script}"]
         out = run_cli(script, [*paths, *args], tmp_path, expect=2)
         assert "Traceback" not in out.stderr
-        assert ("cache.dtype: 'int8': Input should be 'float16' or 'float32'" in out.stderr
+        assert ("cache.dtype: 'int4': Input should be 'float16', 'float32', 'bfloat16'" in out.stderr
                 or "data.protocol.window: 0: Input should be greater than 0" in out.stderr), out.stderr
         assert not data.exists(), f"{script} prepared data before refusing its config"

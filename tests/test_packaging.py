@@ -81,6 +81,6 @@ def test_wheel_installs_into_a_fresh_environment_and_trains(tmp_path: Path):
         "trainer.accelerator=cpu", f"paths.root_dir={tmp_path}", f"paths.data_dir={tmp_path / 'data'}",
         f"hydra.run.dir={run_dir}")
     assert '"status": "complete"' in (run_dir / "results.json").read_text()
-    bad = subprocess.run([str(fresh / "bin" / "recsys-train"), "cache.dtype=int8"], cwd=tmp_path, env=env,
+    bad = subprocess.run([str(fresh / "bin" / "recsys-train"), "cache.dtype=int4"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "cache.dtype: 'int8'" in bad.stderr
+    assert bad.returncode == 2 and "cache.dtype: 'int4'" in bad.stderr

@@ -85,7 +85,10 @@ def test_results_count_every_epoch_when_the_best_checkpoint_is_an_early_one(tmp_
 def test_another_config_in_a_used_run_dir_is_refused_and_nothing_is_written(tmp_path: Path, finished):
     data, run, _ = finished
     before = {p: p.read_bytes() for p in [run / "results.json", *(run / "checkpoints").iterdir()]}
-    with pytest.raises(RunDirError, match=r"made with another config:\n  seed: saved 42, this job 7"):
+    # the seed, and the training subsample's seed that follows it (data.subsample.seed: ${seed})
+    changed = (r"made with another config:\n  data.subsample.seed: saved 42, this job 7\n"
+               r"  seed: saved 42, this job 7")
+    with pytest.raises(RunDirError, match=changed):
         _train(data, run, "seed=7")
     with pytest.raises(RunDirError, match="of a complete run with this config: skip_complete=true"):
         _train(data, run, "skip_complete=false")

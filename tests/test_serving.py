@@ -7,12 +7,26 @@ import sys
 import polars as pl
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from recsys.models.sasrec import SASRec
-from recsys.serving.topk import FORMAT_VERSION, ExportedRecommender
+from recsys.serving.export import write_export
+from recsys.serving.topk import ExportedRecommender
 
 N, D, WINDOW = 30, 16, 5
+
+
+#: The user encoder of the hand-made exports, as export.json names it.
+ENCODER = {"name": "sasrec", "options": {"d_model": D, "num_blocks": 1, "num_heads": 2, "ffn_dim": 32,
+                                         "max_len": WINDOW}}
+
+
+def make_export(out_dir, table, encoder, **layout):
+    """An export of ``table`` [N+1, D] and ``encoder`` with items k1..kN, written by the real
+    writer; ``layout``: ``embeddings``, ``index``, ``candidates``."""
+    catalogue = pl.DataFrame({"item_id": list(range(1, N + 1)), "key": [f"k{i}" for i in range(1, N + 1)],
+                              "title": ["t"] * N})
+    return write_export(out_dir, table, encoder, catalogue, {"window": WINDOW, "user_encoder": ENCODER},
+                        **layout)
 
 
 @pytest.fixture
@@ -20,17 +34,8 @@ def export_dir(tmp_path):
     torch.manual_seed(0)
     table = torch.randn(N + 1, D)
     table[0] = 0
-    encoder = SASRec(d_model=D, num_blocks=1, num_heads=2, ffn_dim=32, max_len=WINDOW).eval()
-    save_file({"item_embeddings": table}, tmp_path / "item_embeddings.safetensors")
-    save_file(encoder.state_dict(), tmp_path / "user_encoder.safetensors")
-    pl.DataFrame({"item_id": list(range(1, N + 1)), "key": [f"k{i}" for i in range(1, N + 1)],
-                  "title": ["t"] * N}).write_parquet(tmp_path / "items.parquet")
-    meta = {"format_version": FORMAT_VERSION, "window": WINDOW, "num_items": N, "d_model": D,
-            "user_encoder": {"name": "sasrec",
-                             "options": {"d_model": D, "num_blocks": 1, "num_heads": 2, "ffn_dim": 32,
-                                         "max_len": WINDOW}}}
-    (tmp_path / "export.json").write_text(json.dumps(meta))
-    return tmp_path, table, encoder
+    encoder = SASRec(**ENCODER["options"]).eval()
+    return make_export(tmp_path / "export", table, encoder), table, encoder
 
 
 def test_recommend_matches_brute_force_ranking(export_dir):

@@ -141,3 +141,11 @@ def test_feature_bytes_count_the_cached_tables(residency):
     table = torch.zeros(11, 3, 8, dtype=torch.float16)
     store = FeatureStore({"text": table}, {"text": [8, 8, 8]}, device_resident=residency == "resident")
     assert feature_bytes(nn.ModuleList([store])) == table.nbytes
+
+
+def test_feature_bytes_count_an_int8_tables_scales():
+    from recsys.cache.features import FeatureStore
+
+    values, scales = torch.zeros(11, 3, 8, dtype=torch.int8), torch.ones(1, 3, 8)
+    store = FeatureStore({"text": values}, {"text": [8, 8, 8]}, scales={"text": scales})
+    assert feature_bytes(nn.ModuleList([store])) == values.nbytes + scales.nbytes

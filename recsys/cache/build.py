@@ -1,7 +1,9 @@
 """Build a hidden-state cache: run a frozen encoder once over every item.
 
-``build_cache(encoder, records, fingerprint, cache_dir)`` writes ``<name>.npy`` (fp16
-[N+1, L, D_max], row 0 = zeros, row i = item i) and ``<name>.json`` (see manifest.py);
+``build_cache(encoder, records, fingerprint, cache_dir)`` writes ``<name>.npy`` (float16, or
+float32 with ``dtype="float32"``: [N+1, L, D_max], row 0 = zeros, row i = item i) and
+``<name>.json`` (see manifest.py; the other dtypes are conversions of the float16 cache:
+recsys/cache/convert.py);
 ``fingerprint`` is the inputs fingerprint of the records as the encoder reads them
 (``recsys.cache.inputs.cache_inputs_fingerprint``, what ``recsys-cache`` passes):
 
@@ -43,7 +45,8 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys.atomic_io import write_json_atomic
-from recsys.cache.integrity import DEFAULT_VERIFY, array_checksum, open_array, read_manifest
+from recsys.cache.codecs import codec
+from recsys.cache.integrity import DEFAULT_VERIFY, array_checksum, open_arrays, read_manifest
 from recsys.cache.manifest import (
     CacheMismatchError,
     CachePaths,
@@ -109,14 +112,14 @@ def _open_partial(
     return array, progress
 
 
-def _reusable(paths: CachePaths, key: dict[str, Any], on_mismatch: str, verify: str) -> dict[str, Any] | None:
+def reusable(paths: CachePaths, key: dict[str, Any], on_mismatch: str, verify: str) -> dict[str, Any] | None:
     """The manifest of an intact cache at ``paths`` built for ``key``; None when it must be
     (re)built; CacheMismatchError under ``on_mismatch="refuse"`` when it differs or is broken."""
     try:
         found = read_manifest(paths)
         diff = [] if found is None else manifest_diff(found, key)
         if found is not None and not diff:
-            open_array(paths, found, verify)  # the array is what the manifest says
+            open_arrays(paths, found, verify)  # the arrays are what the manifest says
     except CacheMismatchError as err:  # broken: manifest unreadable, array truncated or replaced
         if on_mismatch == "refuse":
             raise CacheMismatchError(
@@ -189,10 +192,14 @@ def build_cache(
     Returns the manifest (its ``build`` entry has ``reused: True`` when nothing was computed).
     Raises CacheMismatchError when a different or broken cache exists and
     ``on_mismatch="refuse"``; LockedError when another build of this cache still runs after
-    ``lock_wait_s`` seconds.
+    ``lock_wait_s`` seconds; ValueError for a ``dtype`` an encoder does not write (float16 and
+    float32 only: ``convert_cache`` makes the others).
     """
     if on_mismatch not in ON_MISMATCH:
         raise ValueError(f"on_mismatch {on_mismatch!r} not in {ON_MISMATCH}")
+    if not codec(dtype).encoded:
+        raise ValueError(f"an encoder writes float16 or float32 caches; {dtype} is converted from "
+                         "float16 (recsys.cache.convert.convert_cache)")
     _check_records(records)
     paths = CachePaths.of(cache_dir, encoder.name)
     paths.features.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +211,7 @@ def build_cache(
     key = manifest_key(encoder.identity(), fingerprint, shape, dtype, autocast)
 
     with exclusive(paths.lock, f"cache {paths.features}", lock_wait_s):
-        found = _reusable(paths, key, on_mismatch, verify)
+        found = reusable(paths, key, on_mismatch, verify)
         if found is not None:
             log.info("reusing cache %s (manifest and checksum match, nothing recomputed)", paths.features)
             return {**found, "build": {**found["build"], "reused": True}}
@@ -214,6 +221,7 @@ def build_cache(
             **key,
             "complete": True,
             "checksum": progress["checksum"],
+            "storage": codec(dtype).storage(shape),
             "build": {
                 "seconds": round(seconds, 3),
                 "items_per_second": round(n / seconds, 2) if seconds > 0 else None,

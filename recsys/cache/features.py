@@ -2,7 +2,12 @@
 
 Item towers read per-layer features of items by id through this module. It holds one
 tensor per modality, shaped [N+1, L, D_max] (row 0 = padding item, zeros; layer l is valid
-in its first ``widths[l]`` columns, zero-padded past them), usually fp16.
+in its first ``widths[l]`` columns, zero-padded past them), in the cache's storage
+(recsys/cache/codecs.py): float16 (default), float32, bfloat16, float8_e4m3fn, or int8 with
+float32 scales broadcast against it ([1, L, D_max]: per entry and column; [N+1, L, 1]: per
+item and entry). ``gather`` dequantises only the rows it returns: int8 -> values * scales and
+float8 -> float32; float16 / bfloat16 / float32 come back as stored (the towers cast them to
+their own dtype).
 
 Two residencies:
 - device-resident (default when it fits): features are registered as non-persistent
@@ -23,15 +28,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys.cache.codecs import dequantise
+
 
 class FeatureStore(nn.Module):
     """Per-modality cached features indexed by item id.
 
     Args:
-        features: modality -> tensor [N+1, L, D_max] (any float dtype; fp16 typical).
+        features: modality -> tensor [N+1, L, D_max] (a float dtype, fp16 typical, or int8).
         widths: modality -> list of L ints, the real width of each layer.
         device_resident: True -> buffers that follow the module's device; False -> kept on
             the host and gathered per lookup (for caches larger than device memory).
+        scales: modality -> float32 scales of its int8 features, [1, L, D_max] or
+            [N+1, L, 1] (features ~ values * scales); required for int8 features, only for them.
     """
 
     def __init__(
@@ -39,6 +48,7 @@ class FeatureStore(nn.Module):
         features: dict[str, torch.Tensor],
         widths: dict[str, list[int]],
         device_resident: bool = True,
+        scales: dict[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if set(features) != set(widths):
@@ -52,19 +62,26 @@ class FeatureStore(nn.Module):
                     f"features[{m!r}] has shape {tuple(f.shape)}, expected [N+1, "
                     f"{len(widths[m])}, >={max(widths[m])}] for widths {widths[m]}"
                 )
+        scales = scales or {}
+        quantised = sorted(m for m, f in features.items() if f.dtype == torch.int8)
+        if sorted(scales) != quantised:
+            raise ValueError(f"scales are given for {sorted(scales)}, the int8 features are {quantised}")
+        for m, scale in scales.items():
+            allowed = ([1, *features[m].shape[1:]], [*features[m].shape[:2], 1])
+            if list(scale.shape) not in allowed or scale.dtype != torch.float32:
+                raise ValueError(f"scales[{m!r}] is {scale.dtype} {list(scale.shape)}, expected "
+                                 f"float32 {allowed[0]} or {allowed[1]}")
         self.modalities = list(features)
         self.widths = {m: list(map(int, w)) for m, w in widths.items()}
         self.device_resident = device_resident
         self._host: dict[str, torch.Tensor] = {}
-        for m, f in features.items():
+        tensors = {**{f"features_{m}": f for m, f in features.items()},
+                   **{f"scales_{m}": scale for m, scale in scales.items()}}
+        for name, tensor in tensors.items():
             if device_resident:
-                self.register_buffer(self._buffer_name(m), f, persistent=False)
+                self.register_buffer(name, tensor, persistent=False)
             else:
-                self._host[m] = f
-
-    @staticmethod
-    def _buffer_name(modality: str) -> str:
-        return f"features_{modality}"
+                self._host[name] = tensor
 
     def _apply(self, fn, recurse=True):
         """Follow device moves but keep the stored dtype: ``tower.float()`` or a
@@ -79,17 +96,28 @@ class FeatureStore(nn.Module):
         """N, the number of real items (ids 1..N)."""
         return self.table(self.modalities[0]).shape[0] - 1
 
+    def _tensor(self, name: str) -> torch.Tensor | None:
+        return self._buffers.get(name) if self.device_resident else self._host.get(name)
+
     def table(self, modality: str) -> torch.Tensor:
-        """The whole feature tensor of a modality, [N+1, L, D_max]."""
-        if self.device_resident:
-            return getattr(self, self._buffer_name(modality))
-        return self._host[modality]
+        """The whole feature tensor of a modality, [N+1, L, D_max], in the stored dtype."""
+        return self._tensor(f"features_{modality}")
+
+    def scales(self, modality: str) -> torch.Tensor | None:
+        """The float32 scales of a modality's int8 table ([1, L, D_max] or [N+1, L, 1]);
+        None for float tables."""
+        return self._tensor(f"scales_{modality}")
 
     def gather(self, modality: str, ids: torch.Tensor) -> torch.Tensor:
-        """Features of items ``ids`` ([...] long) -> [..., L, D_max] in the stored dtype,
-        on the device of ``ids``."""
-        table = self.table(modality)
-        if self.device_resident:
-            return table.index_select(0, ids.reshape(-1)).reshape(*ids.shape, *table.shape[1:])
-        rows = table.index_select(0, ids.reshape(-1).cpu())
-        return rows.reshape(*ids.shape, *table.shape[1:]).to(ids.device, non_blocking=True)
+        """Features of items ``ids`` ([...] long) -> [..., L, D_max] floats (``dequantise``:
+        the stored dtype for float16 / bfloat16 / float32 tables, else float32), on the
+        device of ``ids``. Host tables send only the stored rows to that device."""
+        table, scales = self.table(modality), self.scales(modality)
+        flat = ids.reshape(-1) if self.device_resident else ids.reshape(-1).cpu()
+        rows = table.index_select(0, flat)
+        if scales is not None and scales.shape[0] > 1:  # one scale per item and entry
+            scales = scales.index_select(0, flat)
+        if not self.device_resident:
+            rows = rows.to(ids.device, non_blocking=True)
+            scales = None if scales is None else scales.to(ids.device, non_blocking=True)
+        return dequantise(rows, scales).reshape(*ids.shape, *table.shape[1:])

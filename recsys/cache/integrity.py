@@ -1,19 +1,21 @@
-"""Is a finished cache intact? Read its manifest and check its array against it.
+"""Is a finished cache intact? Read its manifest and check its arrays against it.
 
 ``read_manifest(paths)`` parses ``<name>.json`` and refuses (``CacheMismatchError`` naming the
 file and what is wrong) one that is empty, truncated (not valid JSON), not an object, written
-by another manifest format, lacking a field, or incomplete. ``open_array(paths, manifest,
-verify)`` then checks ``<name>.npy``: present, of the size the manifest's checksum records,
-of the recorded sha256 (``verify="checksum"``, the default: reads the whole file once, about
-1.5 GB/s on one core; ``verify="size"`` skips that and only compares the size and the .npy
-header), and with the manifest's shape and dtype; it returns a read-only memmap.
+by another manifest format, lacking a field, of an unknown dtype, or incomplete.
+``open_arrays(paths, manifest, verify)`` then checks ``<name>.npy`` (and, for int8,
+``<name>.scales.npy`` against ``checksum.scales``): present, of the size the manifest's
+checksum records, of the recorded sha256 (``verify="checksum"``, the default: reads the whole
+file once, about 1.5 GB/s on one core; ``verify="size"`` skips that and only compares the
+size and the .npy header), and with the shape and numpy dtype of the manifest's storage
+(recsys/cache/codecs.py); it returns read-only memmaps.
 
 ``current_cache_fingerprint`` gives ``manifest_fingerprint`` of the intact cache of an
 encoder: the identity of the features a run trains on.
 
 Example:
     >>> paths = CachePaths.of("data/cache/movielens", "minilm")
-    >>> array = open_array(paths, read_manifest(paths))
+    >>> values, scales = open_arrays(paths, read_manifest(paths))
     >>> current_cache_fingerprint("data/cache/movielens", "minilm")
     '5f2a...'
 """
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 
+from recsys.cache.codecs import CacheDtype, codec
 from recsys.cache.file_fingerprint import file_sha256
 from recsys.cache.manifest import FORMAT, CacheMismatchError, CachePaths, manifest_fingerprint
 from recsys.locking import exclusive
@@ -43,10 +47,14 @@ class _Identity(BaseModel):
     layer_widths: list[int]
 
 
-class _Checksum(BaseModel):
+class _FileChecksum(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     sha256: str
     bytes: NonNegativeInt
+
+
+class _Checksum(_FileChecksum):
+    scales: _FileChecksum | None = None
 
 
 class _Manifest(BaseModel):
@@ -55,12 +63,13 @@ class _Manifest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     format: int
     encoder: _Identity
-    dtype: str
+    dtype: CacheDtype
     shape: list[int]
     inputs_fingerprint: str
     autocast: str | None
     complete: bool
     checksum: _Checksum
+    storage: dict[str, Any] | None = None
     build: dict[str, Any]
 
 
@@ -108,37 +117,56 @@ def read_manifest(paths: CachePaths) -> dict[str, Any] | None:
     return manifest
 
 
-def open_array(paths: CachePaths, manifest: dict[str, Any], verify: str = DEFAULT_VERIFY) -> np.ndarray:
-    """Read-only memmap [N+1, L, D_max] of the array ``manifest`` describes, once it is
-    checked (see the module docstring for ``verify``); CacheMismatchError otherwise."""
-    if verify not in VERIFY:
-        raise ValueError(f"verify {verify!r} not in {VERIFY}")
-    features, expected = paths.features, manifest["checksum"]
-    if not features.exists():
-        raise CacheMismatchError(
-            f"cache array {features} is missing (its manifest {paths.manifest} is there)"
-        )
-    size = features.stat().st_size
+def _checked(path: Path, expected: dict[str, Any], manifest: Path, verify: str) -> np.ndarray:
+    """Read-only memmap of ``path`` once its size (and sha256, ``verify="checksum"``) are
+    the ``expected`` ones; CacheMismatchError naming the file otherwise."""
+    if not path.exists():
+        raise CacheMismatchError(f"cache array {path} is missing (its manifest {manifest} is there)")
+    size = path.stat().st_size
     if size != expected["bytes"]:
         raise CacheMismatchError(
-            f"cache array {features} has {size} bytes, its manifest {paths.manifest} records "
+            f"cache array {path} has {size} bytes, its manifest {manifest} records "
             f"{expected['bytes']} (truncated or replaced)"
         )
-    if verify == "checksum" and (actual := file_sha256(features)) != expected["sha256"]:
+    if verify == "checksum" and (actual := file_sha256(path)) != expected["sha256"]:
         raise CacheMismatchError(
-            f"cache array {features} does not match the checksum in {paths.manifest} (sha256 "
+            f"cache array {path} does not match the checksum in {manifest} (sha256 "
             f"{actual[:16]}... != {expected['sha256'][:16]}...): it was replaced or corrupted"
         )
     try:
-        array = np.load(features, mmap_mode="r")
+        return np.load(path, mmap_mode="r")
     except (ValueError, OSError) as err:
-        raise CacheMismatchError(f"cache array {features} is not a readable .npy file ({err})") from None
-    if list(array.shape) != manifest["shape"] or str(array.dtype) != manifest["dtype"]:
-        raise CacheMismatchError(
-            f"{features} is {array.dtype}{list(array.shape)}, its manifest says "
-            f"{manifest['dtype']}{manifest['shape']}"
-        )
-    return array
+        raise CacheMismatchError(f"cache array {path} is not a readable .npy file ({err})") from None
+
+
+def _check_layout(path: Path, array: np.ndarray, shape: list[int] | None, dtype: str, what: str) -> None:
+    if list(array.shape) != shape or str(array.dtype) != dtype:
+        raise CacheMismatchError(f"{path} is {array.dtype}{list(array.shape)}, its manifest says {what} "
+                                 f"are stored as {dtype}{shape}")
+
+
+def open_arrays(
+    paths: CachePaths, manifest: dict[str, Any], verify: str = DEFAULT_VERIFY
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read-only memmaps of the values [N+1, L, D_max] and, for int8, the scales (float32,
+    broadcast against the values; else None) that ``manifest`` describes, once they are
+    checked (see the module docstring for ``verify``); CacheMismatchError otherwise."""
+    if verify not in VERIFY:
+        raise ValueError(f"verify {verify!r} not in {VERIFY}")
+    stored = codec(manifest["dtype"])
+    storage = stored.storage(manifest["shape"])
+    if manifest.get("storage", storage) != storage:
+        raise CacheMismatchError(f"cache manifest {paths.manifest} records storage {manifest['storage']}, "
+                                 f"a {stored.name} cache is stored as {storage}")
+    values = _checked(paths.features, manifest["checksum"], paths.manifest, verify)
+    _check_layout(paths.features, values, manifest["shape"], stored.stored, f"{stored.name} features")
+    if stored.scale is None:
+        return values, None
+    if manifest["checksum"].get("scales") is None:
+        raise CacheMismatchError(f"cache manifest {paths.manifest} records no checksum of its int8 scales")
+    scales = _checked(paths.scales, manifest["checksum"]["scales"], paths.manifest, verify)
+    _check_layout(paths.scales, scales, stored.scales_shape(manifest["shape"]), "float32", "its scales")
+    return values, scales
 
 
 def current_cache_fingerprint(
@@ -157,5 +185,5 @@ def current_cache_fingerprint(
         manifest = read_manifest(paths)
         if manifest is None:
             return None
-        open_array(paths, manifest, verify)
+        open_arrays(paths, manifest, verify)
     return manifest_fingerprint(manifest)

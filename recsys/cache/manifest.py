@@ -1,25 +1,41 @@
 """Cache manifest: what a cached feature array depends on, and where its files live.
 
-Per encoder, in ``cache_dir``: ``<name>.npy`` (fp16 [N+1, L, D_max]) and ``<name>.json``:
+Per encoder, in ``cache_dir``: ``<name>.npy`` ([N+1, L, D_max] in the storage of its dtype,
+recsys/cache/codecs.py), for int8 ``<name>.scales.npy`` (float32, broadcast against it), and
+``<name>.json``:
 
     {"format": 3, "encoder": <FrozenEncoder.identity()>, "dtype": "float16",
      "shape": [N+1, L, D_max], "inputs_fingerprint": "<sha256>",
      "autocast": "bfloat16" | "float16" | null (the precision the encoder ran in: CUDA
                  autocast, or null = float32, always on CPU), "complete": true,
-     "checksum": {"sha256": "<sha256 of the .npy file>", "bytes": <its size>},
+     "checksum": {"sha256": "<sha256 of the .npy file>", "bytes": <its size>,
+                  "scales": {"sha256": ..., "bytes": ...} (int8 only: <name>.scales.npy)},
+     "storage": {"values": "int8", "view": "int8", "scales": {"granularity": "channel",
+                 "dtype": "float32", "shape": [1, L, D_max], "decode": "values * scales"}}
+                (how to read the .npy back: ``Codec.storage``; absent in caches written before
+                 it, all float16 or float32),
      "build": {"seconds": s, "items_per_second": r, "device": "cpu", "missing": m,
-               "failed": f}}
+               "failed": f, "converted_from": {...} (a converted cache: recsys/cache/convert.py)}}
 
-Only the first six keys identify a cache (``KEY_FIELDS``): ``inputs_fingerprint`` covers
-exactly what the encoder reads of the items (its record fields, and the media files they
-name: recsys/cache/inputs.py), so a changed poster rebuilds the image cache and not the text
-cache. ``checksum`` is what the array must hash to (checked on reuse and at loading:
+Only the first six keys identify a cache (``KEY_FIELDS``): ``dtype`` tells the storage, so an
+int8 cache is never taken for a float16 one; ``inputs_fingerprint`` covers exactly what the
+encoder reads of the items (its record fields, and the media files they name:
+recsys/cache/inputs.py), so a changed poster rebuilds the image cache and not the text cache.
+``checksum`` is what the files must hash to (checked on reuse and at loading:
 recsys/cache/integrity.py); ``complete`` and ``build`` are facts about one build.
-``manifest_fingerprint`` digests the key and the checksum: what a training run read.
+``manifest_fingerprint`` digests the key and the checksum (the scales' included): what a
+training run read.
 
-While building, ``<name>.npy.partial`` and ``<name>.progress.json`` exist; ``<name>.lock``
-(an OS lock, recsys/locking.py) admits one builder at a time and stays behind, empty. JSON
-files are always written atomically (temp file + rename).
+Where: the float16 caches of a dataset in its cache directory (``cache.dir``, by default
+``${paths.data_dir}/cache/${data.name}``), every other dtype in ``<that>/<dtype>/``
+(``dtype_dir``, the ``${cache_dir:...}`` resolver of conf/cache/default.yaml), so caches of
+several dtypes coexist and a run reads the one of its ``cache.dtype``; a converted dtype's
+source is the float16 cache of the parent directory (``source_dir``).
+
+While building, ``<name>.npy.partial`` (and ``<name>.scales.npy.partial``) and
+``<name>.progress.json`` exist; ``<name>.lock`` (an OS lock, recsys/locking.py) admits one
+builder at a time and stays behind, empty. JSON files are always written atomically (temp
+file + rename).
 """
 
 from __future__ import annotations
@@ -31,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recsys.cache.codecs import SOURCE_DTYPE
 from recsys.config.differences import differences
 from recsys.errors import Refused
 
@@ -47,8 +64,10 @@ class CachePaths:
     """The files of one encoder's cache in ``cache_dir``."""
 
     features: Path
+    scales: Path
     manifest: Path
     partial: Path
+    scales_partial: Path
     progress: Path
     lock: Path
 
@@ -57,11 +76,31 @@ class CachePaths:
         root = Path(cache_dir)
         return cls(
             features=root / f"{name}.npy",
+            scales=root / f"{name}.scales.npy",
             manifest=root / f"{name}.json",
             partial=root / f"{name}.npy.partial",
+            scales_partial=root / f"{name}.scales.npy.partial",
             progress=root / f"{name}.progress.json",
             lock=root / f"{name}.lock",
         )
+
+
+def dtype_dir(float16_dir: str | os.PathLike, dtype: str) -> str:
+    """The directory of the ``dtype`` caches beside float16 ones in ``float16_dir``: itself
+    for float16, else ``<float16_dir>/<dtype>``."""
+    return str(float16_dir) if dtype == SOURCE_DTYPE else os.path.join(float16_dir, dtype)
+
+
+def source_dir(cache_dir: str | os.PathLike, dtype: str) -> Path:
+    """The float16 cache directory a converted ``dtype`` cache in ``cache_dir`` is made from:
+    its parent. ValueError unless ``cache_dir`` is named after ``dtype`` (``dtype_dir``)."""
+    path = Path(cache_dir)
+    if path.name != dtype:
+        raise ValueError(
+            f"{dtype} caches are converted from the float16 cache of their parent directory, so "
+            f"their directory must be <float16 cache dir>/{dtype}, not {str(cache_dir)!r}"
+        )
+    return path.parent
 
 
 def manifest_key(

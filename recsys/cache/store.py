@@ -8,14 +8,18 @@ checksum: recsys/cache/integrity.py, ``verify``) or one built for other item dat
 ``inputs_fingerprint`` differs from the expected one), with an error naming the file and
 saying to run recsys-cache, and keeps only the requested hidden-state entries (indices as in
 the manifest's ``encoder.layers``; None = all cached) and only the columns they need
-(``feature_store``).
+(``feature_store``). The features stay in the cache's storage (recsys/cache/codecs.py): a
+bfloat16 or float8 cache is viewed as that torch dtype, an int8 one keeps its int8 values and
+float32 scales (selected alike), and ``FeatureStore.gather`` dequantises the rows it returns;
+an int8 store takes half the memory of a float16 one.
 
 Residency:
-- ``device``: the selected features are copied into memory once (torch tensors, buffers of
-  the store; moved to ``device`` if given), one ``index_select`` per lookup;
-- ``host``: the store wraps a read-only memmap of the file (a strided view, nothing is
-  copied up front; the checksum check reads the file once); lookups copy only the needed
-  rows out of it;
+- ``device``: the selected features (and scales) are copied into memory once (torch
+  tensors, buffers of the store; moved to ``device`` if given), one ``index_select`` per
+  lookup;
+- ``host``: the store wraps read-only memmaps of the files (strided views, nothing is
+  copied up front; the checksum check reads each file once); lookups copy only the needed
+  rows out of them;
 - ``auto``: ``device`` when the features fit (CUDA: under half the free device memory;
   CPU: under half the available RAM), else ``host``.
 
@@ -36,8 +40,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from recsys.cache.codecs import codec
 from recsys.cache.features import FeatureStore
-from recsys.cache.integrity import DEFAULT_VERIFY, open_array, read_manifest
+from recsys.cache.integrity import DEFAULT_VERIFY, open_arrays, read_manifest
 from recsys.cache.manifest import CacheMismatchError, CachePaths
 from recsys.locking import exclusive
 
@@ -48,11 +53,12 @@ FIT_FRACTION = 0.5
 
 
 class OpenedCache(NamedTuple):
-    """A verified cache: its manifest and a read-only memmap of its array [N+1, L, D_max]."""
+    """A verified cache: its manifest and read-only memmaps of its values [N+1, L, D_max]
+    (numpy storage dtype) and, for int8, its scales ([1, L, D_max] or [N+1, L, 1]; else None)."""
 
     manifest: dict[str, Any]
-    array: np.ndarray
-
+    values: np.ndarray
+    scales: np.ndarray | None = None
 
 
 def _expected(fingerprint: str | Mapping[str, str] | None, modality: str) -> str | None:
@@ -65,9 +71,12 @@ def _broken(err: CacheMismatchError) -> CacheMismatchError:
     return CacheMismatchError(f"{err}: run recsys-cache (cache.on_mismatch=rebuild) to rebuild it")
 
 
-def _open_one(paths: CachePaths, modality: str, expected: str | None, verify: str) -> OpenedCache | None:
+def _open_one(
+    paths: CachePaths, modality: str, expected: str | None, dtype: str | None, verify: str
+) -> OpenedCache | None:
     """The cache at ``paths`` once its manifest holds ``modality`` features built for the
-    ``expected`` inputs and its array is verified (the costly part, so it comes last)."""
+    ``expected`` inputs, in ``dtype`` (None: any), and its arrays are verified (the costly
+    part, so it comes last)."""
     try:
         manifest = read_manifest(paths)
     except CacheMismatchError as err:
@@ -84,8 +93,13 @@ def _open_one(paths: CachePaths, modality: str, expected: str | None, verify: st
             f"cache {paths.features} was built for another dataset (or other media files): inputs "
             f"fingerprint {manifest['inputs_fingerprint']} != {expected} (rerun recsys-cache)"
         )
+    if dtype is not None and manifest["dtype"] != dtype:
+        raise CacheMismatchError(
+            f"cache {paths.features} holds {manifest['dtype']} features, not {dtype} (cache.dtype): run "
+            f"recsys-cache cache.dtype={dtype}, which puts them in their own directory"
+        )
     try:
-        return OpenedCache(manifest, open_array(paths, manifest, verify))
+        return OpenedCache(manifest, *open_arrays(paths, manifest, verify))
     except CacheMismatchError as err:
         raise _broken(err) from None
 
@@ -96,6 +110,7 @@ def open_caches(
     fingerprint: str | Mapping[str, str] | None = None,
     verify: str = DEFAULT_VERIFY,
     lock_wait_s: float | None = None,
+    dtype: str | None = None,
 ) -> dict[str, OpenedCache]:
     """modality -> the verified cache of ``encoders[modality]`` (see ``load_feature_store``
     for the arguments); FileNotFoundError / CacheMismatchError naming the file otherwise."""
@@ -105,7 +120,7 @@ def open_caches(
         cache = None
         if paths.manifest.exists():  # checked first: no lock file is made in a wrong directory
             with exclusive(paths.lock, f"cache {paths.features}", lock_wait_s):
-                cache = _open_one(paths, modality, _expected(fingerprint, modality), verify)
+                cache = _open_one(paths, modality, _expected(fingerprint, modality), dtype, verify)
         if cache is None:
             raise FileNotFoundError(f"no feature cache for encoder {name!r} in {cache_dir}: run recsys-cache")
         opened[modality] = cache
@@ -127,8 +142,9 @@ def _positions(manifest: dict[str, Any], wanted: list[int] | None) -> list[int]:
 
 
 def _select(array: np.ndarray, positions: list[int], width: int, copy: bool) -> torch.Tensor:
-    """[N+1, len(positions), width] from [N+1, L, D_max]: a copy, or a strided view of the
-    memmap when the positions are evenly spaced (else a copy, with a warning)."""
+    """[N+1, len(positions), width] from [N+1, L, D_max] (int8 scales: [1 | N+1, L, D_max | 1],
+    the same entries and at most ``width`` columns): a copy, or a strided view of the memmap
+    when the positions are evenly spaced (else a copy, with a warning)."""
     steps = set(np.diff(positions).tolist())
     if not copy and len(steps) <= 1 and all(s > 0 for s in steps):
         step = steps.pop() if steps else 1
@@ -139,6 +155,13 @@ def _select(array: np.ndarray, positions: list[int], width: int, copy: bool) -> 
     if not copy:
         log.warning("layers %s are not evenly spaced: copying them into host memory", positions)
     return torch.from_numpy(np.ascontiguousarray(array[:, positions, :width]))
+
+
+def _selected_bytes(array: np.ndarray | None, positions: list[int], width: int) -> int:
+    """Bytes of what ``_select`` takes of ``array`` (values or scales; None: 0)."""
+    if array is None:
+        return 0
+    return array.shape[0] * len(positions) * min(width, array.shape[2]) * array.itemsize
 
 
 def _fits(nbytes: int, device: torch.device) -> bool:
@@ -161,15 +184,20 @@ def feature_store(
     layers = layers or {}
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     plan = {}
-    for modality, (manifest, array) in opened.items():
-        positions = _positions(manifest, layers.get(modality))
-        widths = [manifest["encoder"]["layer_widths"][p] for p in positions]
-        plan[modality] = (array, positions, widths)
-    nbytes = sum(a.shape[0] * len(p) * max(w) * a.itemsize for a, p, w in plan.values())
-    resident = residency == "device" or (residency == "auto" and _fits(nbytes, target))
-    log.info("feature store: %.1f MB, %s", nbytes / 2**20, "device" if resident else "host")
-    features = {m: _select(a, p, max(w), copy=resident) for m, (a, p, w) in plan.items()}
-    store = FeatureStore(features, {m: w for m, (_, _, w) in plan.items()}, resident)
+    for modality, cache in opened.items():
+        positions = _positions(cache.manifest, layers.get(modality))
+        widths = [cache.manifest["encoder"]["layer_widths"][p] for p in positions]
+        plan[modality] = (cache, positions, widths)
+    total = sum(_selected_bytes(a, p, max(w)) for c, p, w in plan.values() for a in (c.values, c.scales))
+    resident = residency == "device" or (residency == "auto" and _fits(total, target))
+    log.info("feature store: %.1f MB, %s", total / 2**20, "device" if resident else "host")
+    features, scales = {}, {}
+    for modality, (cache, positions, widths) in plan.items():
+        view = codec(cache.manifest["dtype"]).view  # bfloat16 / float8 bits are stored as uint16 / uint8
+        features[modality] = _select(cache.values, positions, max(widths), copy=resident).view(view)
+        if cache.scales is not None:
+            scales[modality] = _select(cache.scales, positions, max(widths), copy=resident)
+    store = FeatureStore(features, {m: w for m, (_, _, w) in plan.items()}, resident, scales)
     return store.to(target) if resident and device is not None else store
 
 
@@ -182,6 +210,7 @@ def load_feature_store(
     device: str | torch.device | None = None,
     verify: str = DEFAULT_VERIFY,
     lock_wait_s: float | None = None,
+    dtype: str | None = None,
 ) -> FeatureStore:
     """FeatureStore over the caches of ``encoders`` (modality -> encoder name).
 
@@ -196,7 +225,10 @@ def load_feature_store(
         verify: ``checksum`` (default: hash each array once, a full read) | ``size``.
         lock_wait_s: how long to wait for a build of a cache in progress (None: as long as
             it takes).
-    Returns: FeatureStore with per modality [N+1, L_sel, max selected width] fp16.
+        dtype: the ``cache.dtype`` every cache must have (None: any; each is read as its
+            manifest says).
+    Returns: FeatureStore with per modality [N+1, L_sel, max selected width] in the cache's
+    storage (float16 by default; ``gather`` returns floats).
     """
-    opened = open_caches(cache_dir, encoders, fingerprint, verify, lock_wait_s)
+    opened = open_caches(cache_dir, encoders, fingerprint, verify, lock_wait_s, dtype)
     return feature_store(opened, layers, residency, device)

@@ -11,6 +11,8 @@ changed checkpoint or dataset, ...) into its message on stderr and exit status 2
 
 Importing this package registers the OmegaConf resolvers the configs use:
 - ``${join:${adapter.modalities}}`` -> ``"text+image+video"`` (run labels);
+- ``${cache_dir:<float16 dir>,${.dtype}}`` -> that directory for float16 caches, else
+  ``<float16 dir>/<dtype>`` (``cache.dir``: recsys.cache.manifest.dtype_dir);
 - ``${adapter_options:}`` -> every option of the ``adapter`` config group, comma separated
   (the method sweep of ``experiment=compare_methods``, derived from what is there);
 - ``${stable_id:${paths.output_dir}}`` -> a 16-hex-digit id of a run directory (the W&B run
@@ -40,6 +42,7 @@ from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+from recsys.cache.manifest import dtype_dir
 from recsys.config.schema import ConfigError
 from recsys.errors import Refused
 
@@ -69,6 +72,7 @@ def _run_logs(run_dir: str, name: str) -> str:
 
 OmegaConf.register_new_resolver("config_packages", _config_packages, replace=True)
 OmegaConf.register_new_resolver("run_logs", _run_logs, replace=True)
+OmegaConf.register_new_resolver("cache_dir", dtype_dir, replace=True)
 OmegaConf.register_new_resolver("join", lambda items, sep="+": sep.join(map(str, items)), replace=True)
 OmegaConf.register_new_resolver("adapter_options", _adapter_options, replace=True)
 OmegaConf.register_new_resolver(

@@ -3,6 +3,7 @@
     recsys-eval run_dir=outputs/train/2026-11-23_12-00-00
     recsys-eval run_dir=... checkpoint=last stages=[test] eval.tie_policy=optimistic
     recsys-eval run_dir=... eval.mask_target_in_history=false   # the other masking protocol
+    recsys-eval run_dir=... 'eval.ann={kind: hnsw}'      # + ranked through an HNSW index: test/ann_hr@10
     recsys-eval run_dir=... devices=4 strategy=ddp     # users sharded over 4 GPUs
 
 Restores exactly the run's checkpoint (the file results.json records, verified by hash) with

@@ -147,6 +147,7 @@ def _train_locked(cfg: DictConfig, out_dir: Path, files: dict[str, Path]) -> dic
         "metrics": {"val": None, "test": None},
         "baselines": {},
         "efficiency": {},
+        "data_subsample": None,
         "inputs": None,
         "checkpoints": {},
         "error": None,
@@ -181,6 +182,7 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
         prepare_inputs(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     dm = build_datamodule(cfg)
+    results["data_subsample"] = dm.subsample_stats
     source, cache_facts = build_item_source(cfg, dm)
     results["inputs"] = {
         "data_fingerprint": dm.data_fingerprint,

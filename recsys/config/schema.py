@@ -4,9 +4,9 @@
 ``ConfigError`` listing every unknown key, wrong type and out-of-range value, each with the
 key, the value and what is allowed, before any data preparation, cache build or training:
 
-    recsys-train adapter.fusion=gatd cache.dtype=int8 model.num_heads=3
+    recsys-train adapter.fusion=gatd cache.dtype=int4 model.num_heads=3
     recsys-train: invalid train config (3 problems):
-      cache.dtype: 'int8': Input should be 'float16' or 'float32'
+      cache.dtype: 'int4': Input should be 'float16', 'float32', 'bfloat16', 'int8', ... or 'float8_e4m3'
       adapter.fusion: 'gatd': Input should be 'gated' or 'add'
       model: d_model 64 is not divisible by num_heads 3
 
@@ -39,11 +39,17 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationInfo,
     create_model,
+    field_validator,
 )
 
+from recsys.cache.codecs import CacheDtype, codec
 from recsys.cache.file_fingerprint import DEFAULT_MEDIA_FINGERPRINT, MediaFingerprint
+from recsys.cache.manifest import source_dir
 from recsys.config.options import STRICT, options_model, parameters_of, problems
+from recsys.data.subsample import STRATEGIES as SUBSAMPLE_STRATEGIES
+from recsys.serving.formats import FORMATS
 
 MODALITIES = ("text", "image", "video", "audio")
 #: ``_target_`` prefixes a config read back from a run directory may name.
@@ -77,6 +83,14 @@ class Protocol(Section):
     window: PositiveInt = 10
 
 
+class Subsample(Section):
+    """``data.subsample``: train on a fraction of the training data (recsys/data/subsample.py)."""
+
+    fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    strategy: Literal[SUBSAMPLE_STRATEGIES] = "random_users"
+    seed: int | None = None  # absent or null: the run's seed
+
+
 class Data(Section):
     name: str
     reader: str
@@ -88,11 +102,12 @@ class Data(Section):
     batch_size: PositiveInt = 64
     eval_batch_size: PositiveInt = 256
     num_workers: NonNegativeInt = 0
+    subsample: Subsample = Subsample()  # training only (conf/train.yaml)
 
 
 class Cache(Section):
     dir: str
-    dtype: Literal["float16", "float32"] = "float16"
+    dtype: CacheDtype = "float16"  # recsys/cache/codecs.py
     on_mismatch: Literal["rebuild", "refuse"] = "rebuild"
     residency: Literal["auto", "device", "host"] = "auto"
     amp: Literal["bf16", "fp16", "none"] = "bf16"
@@ -100,6 +115,14 @@ class Cache(Section):
     progress_bar: bool = True
     verify: Literal["checksum", "size"] = "checksum"
     lock_wait_s: NonNegativeFloat | None = None
+
+    @field_validator("dtype")
+    @classmethod
+    def _converted_from_the_parent(cls, dtype: str, info: ValidationInfo) -> str:
+        """A converted dtype's cache lives in ``<float16 cache dir>/<dtype>`` (its source)."""
+        if not codec(dtype).encoded and "dir" in info.data:
+            source_dir(info.data["dir"], dtype)
+        return dtype
 
 
 TiePolicy = Literal["pessimistic", "optimistic", "average"]
@@ -122,6 +145,9 @@ class Eval(Section):
     chunk_size: PositiveInt = 8192
     monitor: str = "val/hr@10"
     mask_target_in_history: bool = True
+    # An ANN index spec ({kind, <options>}, recsys.serving.ann; checked by index_problems):
+    # each evaluation pass also ranks through it, logged as <stage>/ann_<metric>@k.
+    ann: dict[str, Any] | None = None
 
 
 class EvalOverrides(Section):
@@ -131,6 +157,7 @@ class EvalOverrides(Section):
     tie_policy: TiePolicy | None = None
     chunk_size: PositiveInt | None = None
     mask_target_in_history: bool | None = None
+    ann: dict[str, Any] | None = None  # an index spec adds ANN metrics; null keeps the run's
 
 
 class Loss(Section):
@@ -218,6 +245,9 @@ class ExportJob(Section):
     checkpoint: str = "best"
     on_changed_inputs: Literal["refuse", "warn"] = "refuse"
     out_dir: str
+    embeddings: Literal[FORMATS] = "float32"  # recsys.serving.formats
+    index: dict[str, Any] | None = None  # {kind, <options>}: recsys.serving.ann (index_problems)
+    candidates: PositiveInt = 100
     paths: Paths
 
 
@@ -330,6 +360,22 @@ def model_problems(model: Mapping[str, Any]) -> list[str]:
     return lines or _check_hook(cls, "model", options)
 
 
+def index_problems(index: Any, where: str) -> list[str]:
+    """An ANN index spec ``{kind, <options>}`` (None: no index) against its kind's builder
+    in ``recsys.serving.ann``: the options are its typed keyword parameters, each at least 1."""
+    if not isinstance(index, Mapping):
+        return []  # None, or not a mapping (the job's own model says so)
+    from recsys.serving.ann import INDEX_KINDS
+
+    kind = index.get("kind")
+    if kind not in INDEX_KINDS:
+        return [f"{where}.kind: {kind!r}: Input should be one of {sorted(INDEX_KINDS)}"]
+    options = {k: v for k, v in index.items() if k != "kind"}
+    lines = problems(options_model(f"index {kind}", parameters_of(INDEX_KINDS[kind], skip=1)), options, where)
+    return lines or [f"{where}.{key}: {value}: Input should be greater than 0"
+                     for key, value in options.items() if value < 1]
+
+
 def target_problems(node: Mapping[str, Any], where: str, untrusted: bool) -> list[str]:
     """A ``_target_`` node: the target exists (and, untrusted, is under ``TRUSTED_TARGETS``)
     and the other keys are parameters of its signature."""
@@ -358,9 +404,17 @@ def job_problems(job: str, values: dict[str, Any], untrusted: bool = False) -> l
     for modality, encoder in encoders.items():
         if isinstance(encoder, Mapping):
             lines += encoder_problems(modality, encoder, f"encoder.{modality}")
+    if job == "eval":
+        lines += index_problems((section.get("eval") or {}).get("ann"), "eval.ann")
+    if job == "export":
+        lines += index_problems(values.get("index"), "index")
+        if values.get("embeddings") == "binary" and values.get("index") is not None:
+            lines.append("index: embeddings=binary generates its own candidates (Hamming): use index=null, "
+                         "or float32 / float16 / int8 embeddings with an index")
     if job != "train":
         return lines
     ev = section.get("eval", {})
+    lines += index_problems(ev.get("ann"), "eval.ann")
     if not untrusted and isinstance(ev.get("monitor"), str) and isinstance(ev.get("ks"), list):
         if problem := _monitor_problem(ev["monitor"], ev["ks"]):  # a restored run is evaluated, not trained
             lines.append(f"eval.monitor: {problem}")

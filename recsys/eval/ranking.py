@@ -25,6 +25,7 @@ target ties exactly, and the target is excluded from its own count by index.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -163,8 +164,22 @@ def mask_repeated_targets(ranks: Tensor, target: Tensor, history: Tensor, num_it
     return ranks.masked_fill(repeated, num_items + 1)
 
 
+def top_k_of(scores: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``min(k, C)`` best of each row's ``(score, id)`` pairs (``scores``, ``ids``:
+    ``[B, C]``), best first; among exactly tied scores the lower id comes first."""
+    by_id = torch.argsort(ids, dim=1)  # then a stable sort by score: ties by id
+    scores, ids = scores.gather(1, by_id), ids.gather(1, by_id)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return scores.gather(1, order), ids.gather(1, order)
+
+
 def chunked_topk(
-    user_emb: Tensor, item_emb: Tensor, k: int, excluded: Tensor | None = None, chunk_size: int = 65536
+    user_emb: Tensor,
+    item_emb: Tensor,
+    k: int,
+    excluded: Tensor | None = None,
+    chunk_size: int = 65536,
+    score: Callable[[Tensor, Tensor], Tensor] = _chunk_scores,
 ) -> tuple[Tensor, Tensor]:
     """Exact top-``k`` items ``1..N`` per user, scoring the catalogue chunk by chunk.
 
@@ -179,6 +194,9 @@ def chunked_topk(
         k: items per user (at most N).
         excluded: ``[B, H]`` long item ids never returned (e.g. the history; 0 = padding).
         chunk_size: items scored per matmul.
+        score: floating scores ``[B, C]`` of ``user_emb`` against a chunk ``[C, d]`` of
+            ``item_emb``, higher is better; the dot product by default (the binary serving
+            format passes minus the Hamming distance between sign codes).
 
     Returns:
         (scores ``[B, k]`` descending, item ids ``[B, k]`` long). Users with fewer than k
@@ -189,18 +207,15 @@ def chunked_topk(
         raise ValueError(f"k must be in 1..{num_items}, got {k}")
     device = item_emb.device
     user_emb = user_emb.to(device=device, dtype=item_emb.dtype)
-    best_scores = torch.empty(user_emb.shape[0], 0, dtype=item_emb.dtype, device=device)
-    best_ids = torch.empty(user_emb.shape[0], 0, dtype=torch.long, device=device)
+    best: tuple[Tensor, Tensor] | None = None
     for start, end in _chunk_bounds(num_items, chunk_size):
-        scores = _chunk_scores(user_emb, item_emb[start:end])
+        scores = score(user_emb, item_emb[start:end])
         if excluded is not None:
             mask = _excluded_mask(excluded.to(device=device, dtype=torch.long), start, end)
             scores.masked_fill_(mask, float("-inf"))
         top = torch.topk(scores, min(k, end - start), dim=1)
-        pool_scores = torch.cat([best_scores, top.values], dim=1)
-        pool_ids = torch.cat([best_ids, top.indices + start], dim=1)
-        by_id = torch.argsort(pool_ids, dim=1)  # then a stable sort by score: ties by id
-        pool_scores, pool_ids = pool_scores.gather(1, by_id), pool_ids.gather(1, by_id)
-        order = torch.sort(pool_scores, dim=1, descending=True, stable=True).indices[:, :k]
-        best_scores, best_ids = pool_scores.gather(1, order), pool_ids.gather(1, order)
-    return best_scores, best_ids
+        pool = (top.values, top.indices + start)
+        if best is not None:
+            pool = (torch.cat([best[0], pool[0]], dim=1), torch.cat([best[1], pool[1]], dim=1))
+        best = top_k_of(*pool, k)
+    return best

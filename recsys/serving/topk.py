@@ -11,17 +11,24 @@ safetensors only.
 
 Scoring is the training model's: the last ``window`` known items of the history, left-padded,
 go through the user encoder; the state at the last position is dotted with every item
-embedding; items of the history are excluded by default; the exact top k come from
-``chunked_topk`` (memory bounded by the chunk, whatever the catalogue size). History keys are
+embedding; items of the history are excluded by default. The item table is read back as
+float32 whatever the export's format (``recsys.serving.formats``: float32, float16, int8,
+binary). The top k come from the export's retrieval (``recsys.serving.retrieval``): the exact
+``chunked_topk`` (memory bounded by the chunk, whatever the catalogue size), or, for a binary
+export or one holding a faiss index (``recsys.serving.ann``), ``candidates`` per query by
+Hamming distance or by the index, re-ranked exactly; the history is excluded from the
+candidates (the index over-fetches k + history length and drops it). History keys are
 compared with surrounding whitespace stripped (``" 50"`` is ``"50"``); an empty key is an
 error naming its position. When fewer than k items can be recommended (k above the catalogue
-size, or most of it in the history), the answer holds what there is and ``shortfall`` says
-why; when the history covers the whole catalogue, no items at all.
+size, or most of it in the history, or an approximate index that found fewer), the answer
+holds what there is and ``shortfall`` says why; when the history covers the whole catalogue,
+no items at all.
 
 The command line (``main``) prints one ``rank key score`` line per item on stdout, and the
 shortfall, if any, on stderr. Exit status: 0 with at least one item; 1 when no item is left
 to recommend (every catalogue item is in the history); 2 for bad input (arguments, an empty
-key, a history with no known item, an export that cannot be loaded).
+key, a history with no known item, an export that cannot be loaded, e.g. one holding a faiss
+index where faiss is not installed).
 """
 
 from __future__ import annotations
@@ -36,11 +43,15 @@ import polars as pl
 import torch
 from safetensors.torch import load_file
 
-from recsys.eval.ranking import chunked_topk
 from recsys.models import USER_ENCODERS, build_user_encoder
+from recsys.serving import ann
+from recsys.serving.formats import decode
+from recsys.serving.retrieval import Retriever
 
 #: Version of the export layout (``recsys.serving.export`` writes it, this module reads it).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: The item table (tensors of its format) and the optional faiss index, inside an export.
+TABLE_FILE, INDEX_FILE = "item_embeddings.safetensors", "item_index.faiss"
 
 
 @dataclass
@@ -78,15 +89,17 @@ def shortfall(k: int, num_items: int, num_excluded: int) -> str | None:
 
 
 class ExportedRecommender:
-    """Item table [N+1, d] + user encoder, with the key <-> id mapping of the catalogue."""
+    """Item table float32 [N+1, d] + user encoder, with the key <-> id mapping of the
+    catalogue; ``retriever`` answers the top k (default: exact over ``item_embeddings``)."""
 
     def __init__(self, item_embeddings: torch.Tensor, user_encoder: torch.nn.Module,
-                 keys: list[str], window: int) -> None:
+                 keys: list[str], window: int, retriever: Retriever | None = None) -> None:
         self.item_embeddings = item_embeddings
         self.user_encoder = user_encoder.eval()
         self.keys = keys  # keys[i - 1] = key of item i
         self.ids = {k: i + 1 for i, k in enumerate(keys)}
         self.window = window
+        self.retriever = retriever or Retriever(item_embeddings)
 
     @classmethod
     def load(cls, export_dir: str | Path) -> ExportedRecommender:
@@ -104,12 +117,15 @@ class ExportedRecommender:
             raise ValueError(f"{meta_file}: user encoder {spec['name']!r} is not one of {known}")
         encoder = build_user_encoder(spec["name"], **spec["options"])
         encoder.load_state_dict(load_file(export_dir / "user_encoder.safetensors"))
-        table = load_file(export_dir / "item_embeddings.safetensors")["item_embeddings"]
+        tensors = load_file(export_dir / TABLE_FILE)
+        table = decode(tensors, meta["embeddings"])
         items = pl.read_parquet(export_dir / "items.parquet").sort("item_id")
         if items.height != meta["num_items"] or table.shape[0] != meta["num_items"] + 1:
             raise ValueError(f"{export_dir}: items.parquet, item_embeddings and export.json disagree "
                              f"on the number of items; re-export the run")
-        return cls(table, encoder, [str(k) for k in items["key"]], int(meta["window"]))
+        index = ann.load_index(export_dir / INDEX_FILE) if meta["index"] else None
+        retriever = Retriever(table, tensors.get("item_codes"), index, int(meta["candidates"]))
+        return cls(table, encoder, [str(k) for k in items["key"]], int(meta["window"]), retriever)
 
     def recommend(self, history: Sequence[object], k: int = 10,
                   exclude_history: bool = True) -> Recommendation:
@@ -138,13 +154,17 @@ class ExportedRecommender:
         excluded = torch.tensor([known]) if exclude_history else None
         with torch.no_grad():
             state = self.user_encoder(self.item_embeddings[inputs], inputs != 0)[:, -1]  # [1, d]
-            scores, ids = chunked_topk(state, self.item_embeddings, min(k, candidates), excluded)
-        items = [self.keys[i - 1] for i in ids[0].tolist()]
-        return Recommendation(items, scores[0].tolist(), unknown, missing)
+            scores, ids = self.retriever.topk(state, min(k, candidates), excluded)
+        found = ids[0] != 0
+        if missing is None and not bool(found.all()):
+            missing = (f"{int(found.sum())} items found by the {self.retriever.kind} index, not {k}: "
+                       f"search it wider (nprobe, ef_search) or re-export with more candidates")
+        items = [self.keys[i - 1] for i in ids[0][found].tolist()]
+        return Recommendation(items, scores[0][found].tolist(), unknown, missing)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m recsys.serving.topk <export dir> <item key> [<item key> ...] [--k 10]``.
+    """``python -m recsys.serving.topk <export dir> <item key> [<item key> ...] [--k 10] [--candidates C]``.
 
     Exit status 0 with at least one item, 1 when none is left to recommend, 2 for bad input
     (see the module docstring).
@@ -155,10 +175,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("export_dir")
     parser.add_argument("history", nargs="+", help="item keys, oldest first (surrounding spaces ignored)")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="binary / index exports: candidates re-ranked per query (default: the export's)")
     args = parser.parse_args(argv)
+    if args.candidates is not None and args.candidates < 1:
+        parser.error(f"--candidates must be at least 1, got {args.candidates}")
     try:
-        answer = ExportedRecommender.load(args.export_dir).recommend(args.history, k=args.k)
-    except (FileNotFoundError, ValueError) as err:
+        rec = ExportedRecommender.load(args.export_dir)
+        if args.candidates is not None:
+            rec.retriever.candidates = args.candidates
+        answer = rec.recommend(args.history, k=args.k)
+    except (FileNotFoundError, ImportError, ValueError) as err:
         parser.error(str(err))
     if answer.unknown:
         print(f"skipped {len(answer.unknown)} unknown item keys: {answer.unknown}")

@@ -28,6 +28,7 @@ from recsys.cache.manifest import CacheMismatchError, CachePaths, manifest_finge
 from recsys.cache.store import feature_store, open_caches
 from recsys.config.schema import job_config
 from recsys.data.datamodule import SequenceDataModule
+from recsys.data.subsample import Subsample
 from recsys.models import build_user_encoder
 from recsys.models.recommender import SequentialRecommender
 from recsys.train.module import RecommenderModule
@@ -58,6 +59,12 @@ def cached_encoders(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 
 
 def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
+    """The set-up datamodule of ``cfg.data``, training on ``cfg.data.subsample`` (absent from
+    the configs of runs made before it existed: all the training data; its seed, absent or
+    null: the run's)."""
+    subsample = _plain(cfg.data.get("subsample")) or {}
+    if subsample.get("seed") is None:
+        subsample["seed"] = cfg.seed
     dm = SequenceDataModule(
         processed_dir=cfg.data.processed_dir,
         window=cfg.data.protocol.window,
@@ -66,6 +73,7 @@ def build_datamodule(cfg: DictConfig) -> SequenceDataModule:
         num_workers=cfg.data.num_workers,
         seed=cfg.seed,
         train_targets=cfg.loss.get("targets", "windows"),
+        subsample=Subsample(**subsample),
     )
     dm.setup()
     return dm
@@ -107,6 +115,7 @@ def _cached_features(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Any, dict
         expected,
         verify=cfg.cache.get("verify", DEFAULT_VERIFY),
         lock_wait_s=cfg.cache.get("lock_wait_s"),
+        dtype=cfg.cache.get("dtype"),  # a cache of another dtype in cache.dir is never read
     )
     manifests = {m: cache.manifest for m, cache in opened.items()}
     # The schedule picks among the CACHED entries: all of an encoder's, or the subset a cache
@@ -163,6 +172,7 @@ def build_module(
         tie_policy=cfg.eval.tie_policy,
         chunk_size=cfg.eval.chunk_size,
         mask_target_in_history=cfg.eval.mask_target_in_history,
+        ann=_plain(cfg.eval.get("ann")),  # absent from the configs of runs made before it existed
         config=job_config(cfg),
         inputs=inputs,
     )

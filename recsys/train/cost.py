@@ -103,14 +103,14 @@ def model_state_bytes(module: nn.Module, optimizer: torch.optim.Optimizer | None
 
 def feature_bytes(module: nn.Module) -> int:
     """Bytes of what the item tower reads items from: every ``FeatureStore`` table (resident
-    or host) and every ``ItemInputs`` buffer under ``module``."""
+    or host; int8 ones with their scales) and every ``ItemInputs`` buffer under ``module``."""
     from recsys.adapters.item_inputs import ItemInputs
     from recsys.cache.features import FeatureStore
 
     tensors: list[torch.Tensor] = []
     for sub in module.modules():
         if isinstance(sub, FeatureStore):
-            tensors += [sub.table(m) for m in sub.modalities]
+            tensors += _feature_tables(sub)
         elif isinstance(sub, ItemInputs):
             tensors += list(sub.buffers())
     return int(sum(_storages(iter(tensors)).values()))
@@ -124,8 +124,14 @@ def _held_storages(module: nn.Module) -> dict[int, int]:
     held = list(module.parameters()) + list(module.buffers())
     for sub in module.modules():
         if isinstance(sub, FeatureStore):
-            held += [sub.table(m) for m in sub.modalities]
+            held += _feature_tables(sub)
     return _storages(iter(held))
+
+
+def _feature_tables(store: nn.Module) -> list[torch.Tensor]:
+    """A ``FeatureStore``'s tables, and the scales of its int8 ones."""
+    scales = [store.scales(m) for m in store.modalities]
+    return [store.table(m) for m in store.modalities] + [s for s in scales if s is not None]
 
 
 def train_step_costs(module: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> dict[str, int]:

@@ -10,6 +10,11 @@ step's items; under DDP, rank 0's share of the batch: a rank with no routed item
 values, so a synced log could wait forever) and `val/gate/<expert>`, `test/gate/<expert>` (over
 the catalogue pass, which every process runs whole, so they agree across ranks).
 
+With ``ann`` (an index spec, ``eval.ann``), each evaluation pass also builds that faiss index
+on the pass's item embeddings and ranks every user's target within the index's top
+``max(ks)`` (``recsys.serving.retrieval.retrieved_ranks``, the history excluded by the same
+rule), logged as ``<stage>/ann_hr@k`` etc. beside the exact metrics, which stay as they are.
+
 Batches (see recsys.data.datamodule):
 - train: {"items": LongTensor [B, W+1] left-padded windows, "predict": BoolTensor [B, W] the
   positions trained}.
@@ -25,6 +30,8 @@ from recsys.eval.metrics import RankingMetrics
 from recsys.eval.ranking import full_ranking_ranks
 from recsys.models.loss import log_popularity
 from recsys.models.recommender import SequentialRecommender
+from recsys.serving.ann import build_index
+from recsys.serving.retrieval import Retriever, retrieved_ranks
 
 
 class RecommenderModule(pl.LightningModule):
@@ -45,6 +52,8 @@ class RecommenderModule(pl.LightningModule):
         chunk_size: items scored per chunk in full ranking.
         mask_target_in_history: a target that repeats a history item is masked too
             (``full_ranking_ranks(mask_target=...)``).
+        ann: an ANN index spec ``{"kind": ..., <options>}`` (``recsys.serving.ann``) to also
+            rank through at every evaluation pass (metrics ``ann_<name>@k``); None: off.
         config: the run's resolved config (plain containers): saved as the module's
             hyper-parameters, so it travels in every checkpoint and is logged to every
             logger (W&B config, CSV hparams.yaml).
@@ -67,6 +76,7 @@ class RecommenderModule(pl.LightningModule):
         tie_policy: str = "pessimistic",
         chunk_size: int = 65536,
         mask_target_in_history: bool = False,
+        ann: dict | None = None,
         config: dict | None = None,
         inputs: dict | None = None,
     ) -> None:
@@ -87,6 +97,10 @@ class RecommenderModule(pl.LightningModule):
         self.register_buffer("log_pop", log_popularity(train_popularity), persistent=False)
         self.val_metrics = RankingMetrics(ks=tuple(ks))
         self.test_metrics = RankingMetrics(ks=tuple(ks))
+        self.ann = dict(ann) if ann else None
+        self.val_ann_metrics = RankingMetrics(ks=tuple(ks), prefix="ann_") if ann else None
+        self.test_ann_metrics = RankingMetrics(ks=tuple(ks), prefix="ann_") if ann else None
+        self._retriever: Retriever | None = None
         self._item_emb: torch.Tensor | None = None
         self._eval_gates: dict[str, float] = {}
         self.inputs = dict(inputs or {})
@@ -129,8 +143,11 @@ class RecommenderModule(pl.LightningModule):
         tower.gate_summary()  # start a new window
         self._item_emb = self.model.all_item_embeddings(chunk_size=self.chunk_size)
         self._eval_gates = tower.gate_summary()
+        if self.ann:
+            self._retriever = Retriever(self._item_emb, index=build_index(self._item_emb, **self.ann))
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], metrics: RankingMetrics) -> None:
+    def _eval_step(self, batch: dict[str, torch.Tensor], metrics: RankingMetrics,
+                   ann_metrics: RankingMetrics | None = None) -> None:
         user_emb = self.model.user_embedding(batch["inputs"])
         ranks = full_ranking_ranks(
             user_emb,
@@ -142,32 +159,41 @@ class RecommenderModule(pl.LightningModule):
             mask_target=self.mask_target_in_history,
         )
         metrics.update(ranks)
+        if ann_metrics is not None:
+            ann_metrics.update(retrieved_ranks(self._retriever, user_emb, batch["target"], batch["history"],
+                                               max(metrics.ks), self.mask_target_in_history))
 
-    def _end_eval(self, stage: str, metrics: RankingMetrics) -> None:
+    def _end_eval(self, stage: str, metrics: RankingMetrics,
+                  ann_metrics: RankingMetrics | None = None) -> None:
         # compute() already sums the metric totals over processes.
         for name, value in metrics.compute().items():
             self.log(f"{stage}/{name}", value.float(), prog_bar=name == "hr@10")
         for expert, weight in self._eval_gates.items():
             self.log(f"{stage}/gate/{expert}", weight)
         metrics.reset()
+        if ann_metrics is not None:
+            for name, value in ann_metrics.compute().items():
+                self.log(f"{stage}/{name}", value.float())
+            ann_metrics.reset()
         self.model.item_tower.gate_summary()  # drop the eval steps' item lookups
         self._item_emb = None
+        self._retriever = None
         self._eval_gates = {}
 
     def on_validation_epoch_start(self) -> None:
         self._begin_eval()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics)
+        self._eval_step(batch, self.val_metrics, self.val_ann_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self._end_eval("val", self.val_metrics)
+        self._end_eval("val", self.val_metrics, self.val_ann_metrics)
 
     def on_test_epoch_start(self) -> None:
         self._begin_eval()
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics)
+        self._eval_step(batch, self.test_metrics, self.test_ann_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self._end_eval("test", self.test_metrics)
+        self._end_eval("test", self.test_metrics, self.test_ann_metrics)

@@ -11,6 +11,9 @@ Layout (all keys always present; figures that do not apply are null):
                     "cache_bytes": int | null,
                     ...recsys.train.cost.measure_costs(): counted FLOPs and memory
                     (``*_flops*``, ``*_bytes``), query latency ``query_p50_ms_b1`` ...},
+     "data_subsample": {"fraction", "strategy", "seed", "kept": {...}, "full": {...}}: the
+                    training users / targets / interactions / sequences kept of the full set
+                    (``SequenceDataModule.subsample_stats``; kept = full at fraction 1),
      "error": str | null (the traceback of a failed run),
      "signal": "SIGTERM" | "SIGINT" | null (what interrupted the run),
      "config": resolved Hydra config (also the checkpoints' hyper-parameters)}
