@@ -20,10 +20,11 @@ unchanged), 32x32 images, 2 train batches per epoch for the in-loop methods.
 
 Prints per method s/epoch, throughput, peak training memory beside the counted training memory
 (``recsys.train.cost``; on a GPU, their ratio says how far the device-independent figure is from
-``max_memory_allocated``), training FLOPs per sequence, trainable parameters, validation pass time, item / user-batch latency, cache build time and size, TPME over the
-set, the targets (pass/fail) against the original IISAN code, and the encoders' bare forward
-throughput next to the cache build's. Writes ``bench_methods.{json,md}`` to
-experiments/results/<device>/ (``--tiny``: to --out). ``--reuse`` takes the row of every
+``max_memory_allocated``), training FLOPs per sequence, trainable parameters, validation pass
+time, item / user-batch latency, cache build time and size, TPME over the set, the targets
+(pass/fail) against the original IISAN code, and the encoders' bare forward throughput next
+to the cache build's. Writes ``bench_methods.{json,md}`` to experiments/results/<device>/
+(``--tiny``: to --out). ``--reuse`` takes the row of every
 method already benchmarked under --out instead of rerunning it, so a long benchmark can be
 split over several invocations.
 """
