@@ -27,7 +27,7 @@ of ``experiment=iisan_scientific`` (real architectures with random weights,
   cannot run these steps whole: their shapes depend on the data (a batch's distinct items,
   the positions that carry a loss, a text batch's token span).
 
-Prints and writes ``costs_at_scale{_amp}.{json,md}`` (default experiments/results/cpu-2core/),
+Prints and writes ``costs_at_scale{_amp}.{json,md}`` (default experiments/results/cpu-2core/costs/),
 with the FFT : IISAN ratios beside the published 47 GB : 3 GB; ``--update`` recounts the methods
 given and keeps the file's other rows.
 """
@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--update", action="store_true",
                         help="keep the rows of --out's earlier file for the methods not counted now")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "bench_methods")
-    parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "cpu-2core")
+    parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "cpu-2core" / "costs")
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
     if args.tiny:
