@@ -38,6 +38,30 @@ def test_flops_of_a_linear_model_match_a_hand_count():
     assert flops == forward + forward + 2 * B * D_HID * D_OUT
 
 
+
+@pytest.mark.parametrize("groups", [1, 4, 16])
+@pytest.mark.parametrize("trains", ["input and weight", "input only", "weight only"])
+def test_grouped_conv_backward_flops_equal_its_dense_convolutions(groups, trains):
+    """A grouped convolution is ``groups`` dense convolutions over channel slices: counted
+    forward and backward, both ways give the same FLOPs (torch's own formula counts the
+    grouped weight gradient ``groups`` times over)."""
+    c, out = 16, 32
+    grouped = nn.Conv2d(c, out, 3, padding=1, groups=groups, bias=False)
+    dense = [nn.Conv2d(c // groups, out // groups, 3, padding=1, bias=False) for _ in range(groups)]
+    x = torch.randn(2, c, 10, 10, requires_grad=trains != "weight only")
+    for conv in (grouped, *dense):
+        conv.requires_grad_(trains != "input only")
+
+    def split():
+        parts = x.split(c // groups, dim=1)
+        return torch.cat([conv(part) for conv, part in zip(dense, parts, strict=True)], dim=1)
+
+    _, want = count_flops(lambda: split().sum().backward())
+    _, got = count_flops(lambda: grouped(x).sum().backward())
+    assert got == want
+    _, forward = count_flops(lambda: grouped(x))
+    assert got == forward * (1 + (trains == "input and weight") + 1)
+
 def test_saved_bytes_count_activations_once_and_never_parameters():
     model = two_layers()
     x = torch.randn(B, D_IN)

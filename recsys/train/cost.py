@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop
 
 from recsys.eval.ranking import chunked_topk, full_ranking_ranks
 from recsys.train.results import LATENCY_BATCH_SIZES
@@ -57,9 +57,29 @@ def _storages(tensors: Iterator[torch.Tensor]) -> dict[int, int]:
     return {_storage_key(t): t.untyped_storage().nbytes() for t in tensors}
 
 
+def grouped_conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation,
+                               transposed, output_padding, groups, output_mask, out_shape, **kwargs) -> int:
+    """FLOPs of ``aten.convolution_backward``, torch's formula with its weight-gradient term
+    divided by ``groups``. torch 2.14 counts that term as one dense convolution over all input
+    channels, ``groups`` times the work a grouped convolution does: 64x to 1152x too much for
+    each depthwise convolution of an EfficientNet (its input-gradient term is right). The fix
+    proposed upstream (pytorch/pytorch#183405) divides by ``groups`` the same way; a test
+    checks the result against the grouped convolution split into ``groups`` dense ones."""
+    args = (grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding,
+            groups)
+    grad_input = conv_backward_flop(*args, [output_mask[0], False, False], out_val=out_shape)
+    grad_weight = conv_backward_flop(*args, [False, output_mask[1], False], out_val=out_shape)
+    return grad_input + grad_weight // groups
+
+
+#: Formulas replacing torch's in every count (``FlopCounterMode(custom_mapping=...)``).
+FLOP_FORMULAS = {torch.ops.aten.convolution_backward: grouped_conv_backward_flop}
+
+
 def count_flops(fn: Callable[[], Any]) -> tuple[Any, int]:
-    """(``fn()``, the FLOPs it ran: 2 per multiply-add of every matmul/conv/attention)."""
-    with FlopCounterMode(display=False) as counter:
+    """(``fn()``, the FLOPs it ran: 2 per multiply-add of every matmul/conv/attention; grouped
+    convolutions' backward by ``grouped_conv_backward_flop``)."""
+    with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter:
         out = fn()
     return out, int(counter.get_total_flops())
 
