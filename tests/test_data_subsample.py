@@ -253,7 +253,7 @@ def test_the_data_efficiency_sweep_is_fractions_times_seeds(tmp_path):
                      tmp_path / "run")
     check_config(job, "train")
     assert (job.label, job.data.name, job.adapter.name, job.trainer.max_epochs) == (
-        "iisan_f0.25", "movielens", "iisan", 20)
+        "iisan", "movielens", "iisan", 20)
 
 
 @pytest.mark.slow

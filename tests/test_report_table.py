@@ -189,3 +189,53 @@ def test_old_and_new_results_json_load_side_by_side_and_every_plot_is_written(tm
     paths = save_pareto_plots(summary, tmp_path)
     assert [p.name for p in paths] == [f"{stem}.png" for stem in COSTS] and "pareto_flops" in COSTS
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def _curve_runs() -> pl.DataFrame:
+    """iisan and id on 25 %, 50 % (random users; iisan also recent users) and all of the data,
+    two seeds each."""
+    rows = []
+    for method, scale in (("iisan", 1.0), ("id", 0.5)):
+        for strategy in ("random_users", "recent") if method == "iisan" else ("random_users",):
+            for fraction in (0.25, 0.5):
+                rows += [_run(method, seed, 0.1, scale * fraction * (0.9 + 0.2 * seed),
+                              train_fraction=fraction, train_strategy=strategy,
+                              train_flops_total=fraction * 1e15) for seed in (0, 1)]
+        rows += [_run(method, seed, 0.1, scale * (0.9 + 0.2 * seed), train_fraction=1.0,
+                      train_flops_total=1e15) for seed in (0, 1)]
+    return pl.DataFrame(rows, schema=RUN_SCHEMA)
+
+
+def test_runs_on_shares_of_the_data_are_rows_of_a_learning_curve(tmp_path):
+    from recsys.report.markdown import learning_curve_table
+    from recsys.report.plots import _curves, learning_curve_figure
+
+    summary = summarise(_curve_runs())
+    assert summary.height == 8  # (iisan: 2 strategies x 2 shares + all; id: 2 shares + all), never mixed
+    half = summary.filter((pl.col("method") == "iisan") & (pl.col("train_fraction") == 0.5)
+                          & (pl.col("train_strategy") == "recent")).row(0, named=True)
+    assert half["n_seeds"] == 2 and half["ndcg@10_mean"] == pytest.approx(0.5)
+    assert half["train_flops_total"] == pytest.approx(5e14)
+
+    curves = _curves(summary)
+    assert sorted(curves) == ["id (random_users)", "iisan (random_users)", "iisan (recent)"]
+    assert curves["iisan (recent)"]["train_fraction"].to_list() == [0.25, 0.5, 1.0]  # all data joins each
+    assert curves["iisan (recent)"]["ndcg@10_mean"].to_list() == pytest.approx([0.25, 0.5, 1.0])
+
+    table = learning_curve_table(summary)
+    assert "| iisan | recent | 50% | 2 |" in table and "| iisan | all | 100% | 2 |" in table
+    assert learning_curve_figure(summary) is not None
+    report = render_report(summary, _curve_runs(), TPMEWeights(), "curve")
+    assert "iisan @ 25% recent" in report and "Learning curve" in report
+    paths = save_pareto_plots(summary, tmp_path)
+    assert (tmp_path / "learning_curve.png") in paths and (tmp_path / "learning_curve.png").stat().st_size > 0
+
+
+def test_a_sweep_on_all_the_data_has_no_learning_curve(runs, tmp_path):
+    from recsys.report.markdown import learning_curve_table
+    from recsys.report.plots import learning_curve_figure
+
+    summary = summarise(runs)
+    assert learning_curve_figure(summary) is None
+    assert all(learning_curve_table(part) is None for part in summary.partition_by("dataset"))
+    assert "learning_curve.png" not in {p.name for p in save_pareto_plots(summary, tmp_path)}

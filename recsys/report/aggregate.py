@@ -21,6 +21,12 @@ Besides the timed figures, a run carries the counted ones of ``recsys.train.cost
 any machine): ``FLOPS``, the counted training memory and its parts (``COUNTED_MEMORY``, in MiB)
 and query latency (``LATENCY``); a results.json written before they existed gives nulls.
 
+A run trained on a subset of the training data (``data.subsample``, recsys/data/subsample.py)
+is grouped apart from the same method on all of it: a row is a (dataset, method, train
+fraction, strategy), ``train_fraction`` 1.0 (and strategy null) for the whole training set,
+results.json files from before subsampling included. ``train_flops_total`` is the run's whole
+training work: counted FLOPs per sequence x the training rows it kept x epochs trained.
+
 TPME's memory is one kind per set of methods scored together (a dataset): the peak GPU memory
 allocated when every method of the set has one, otherwise the counted training memory of all
 of them (a CPU run's peak RSS is mostly the libraries; mixing kinds would compare apples with
@@ -79,8 +85,32 @@ RUN_SCHEMA = {
     "trainable_params": pl.Int64, "s_per_epoch": pl.Float64, "s_per_step": pl.Float64,
     "steps_per_epoch": pl.Int64, "peak_memory_mib": pl.Float64,
     "memory_kind": pl.String, "val_eval_s": pl.Float64, **{c: pl.Float64 for c in COST_COLUMNS},
+    "train_fraction": pl.Float64, "train_strategy": pl.String, "train_flops_total": pl.Float64,
     "error": pl.String, "overrides": pl.List(pl.String),
 }
+#: What sets a summary row apart: a method on a dataset, trained on a fraction of its data.
+GROUP = ("dataset", "method", "train_fraction", "train_strategy")
+
+
+def _train_data(results: dict[str, Any], eff: dict[str, Any]) -> dict[str, Any]:
+    """``train_fraction``, ``train_strategy`` (null for the whole set) and ``train_flops_total``
+    of a results.json (module doc)."""
+    subsample = results.get("data_subsample") or {}
+    fraction = float(subsample.get("fraction", 1.0))
+    rows, per_sequence, epochs = ((subsample.get("kept") or {}).get("sequences"),
+                                  eff.get("train_flops_per_sequence"), eff.get("epochs"))
+    total = None if None in (rows, per_sequence, epochs) else per_sequence * rows * epochs
+    return {"train_fraction": fraction, "train_strategy": subsample.get("strategy") if fraction < 1 else None,
+            "train_flops_total": total}
+
+
+def set_name(row: dict[str, Any]) -> str:
+    """A summary row's name in tables and plots: its method, and the share of the training
+    data it saw when not all of it (``iisan @ 25% recent``)."""
+    fraction = row.get("train_fraction")
+    if fraction is None or fraction >= 1:
+        return row["method"]
+    return f"{row['method']} @ {fraction:.0%} {row['train_strategy']}"
 
 
 def _last_line(text: str | None) -> str | None:
@@ -151,6 +181,7 @@ def _run_from_results(path: Path) -> dict[str, Any]:
         "val_eval_s": eff.get("val_eval_s"),
         **{c: eff.get(c) for c in (*FLOPS, *LATENCY)},
         **{f"{name}_mib": mib(eff.get(f"{name}_bytes")) for name in COUNTED_MEMORY},
+        **_train_data(results, eff),
         "error": _last_line(results.get("error")),
     }
 
@@ -254,9 +285,11 @@ def _with_tpme(summary: pl.DataFrame, weights: TPMEWeights) -> pl.DataFrame:
 
 
 def summarise(runs: pl.DataFrame, weights: TPMEWeights = DEFAULT_WEIGHTS) -> pl.DataFrame:
-    """One row per (dataset, method) over its complete runs.
+    """One row per ``GROUP`` (a method on a dataset and a share of its training data) over its
+    complete runs.
 
-    Columns: dataset, method, adapter, n_seeds, ``<metric>_mean`` / ``<metric>_std`` for each
+    Columns: ``GROUP`` (dataset, method, train_fraction, train_strategy),
+    adapter, n_seeds, ``<metric>_mean`` / ``<metric>_std`` for each
     of ``METRICS`` (test; std null for a single seed), trainable_params, s_per_epoch and
     s_per_step (medians over seeds), steps_per_epoch (min: fewer than the epoch's batches
     when a run was limited to a fixed number of steps), peak_memory_mib (mean; GPU allocated
@@ -265,11 +298,11 @@ def summarise(runs: pl.DataFrame, weights: TPMEWeights = DEFAULT_WEIGHTS) -> pl.
     tpme_memory_mib (the memory TPME used for the whole dataset: "cuda_max_allocated" and
     ``peak_memory_mib`` where every method has a GPU peak, else "counted" and
     ``train_memory_mib``), tpme (over the methods of the same dataset, from these per-method
-    figures). Sorted by dataset, then NDCG@10 (best first).
+    figures), train_flops_total (median). Sorted by dataset, then NDCG@10 (best first).
     """
     complete = runs.filter(pl.col("status") == "complete")
     summary = (
-        complete.group_by("dataset", "method", maintain_order=True)
+        complete.group_by(*GROUP, maintain_order=True)
         .agg(
             pl.col("adapter").first(),
             pl.len().alias("n_seeds"),
@@ -282,7 +315,7 @@ def summarise(runs: pl.DataFrame, weights: TPMEWeights = DEFAULT_WEIGHTS) -> pl.
             pl.col("peak_memory_mib").mean(),
             pl.col("memory_kind").unique().sort().str.join("+"),
             pl.col("val_eval_s").median(),
-            *[pl.col(c).median() for c in COST_COLUMNS],
+            *[pl.col(c).median() for c in (*COST_COLUMNS, "train_flops_total")],
         )
         .sort(["dataset", f"{METRICS[-1]}_mean", "method"], descending=[False, True, False], nulls_last=True)
     )

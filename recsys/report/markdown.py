@@ -9,6 +9,8 @@ query latency; then the failed and unreadable runs.
     | method | train GFLOPs/seq | item MFLOPs/item | query MFLOPs | train mem (MiB) | ... |
     ...
     - what the cost columns are
+    | method | strategy | train data | seeds | HR@10 | NDCG@10 | training PFLOPs | s/epoch |
+    ...                       (a data-efficiency sweep only: several shares of the training data)
     ## Failed runs (1)
     | run_dir | dataset | method | seed | overrides | error |
     ## Unreadable runs (1)
@@ -22,7 +24,14 @@ from typing import Any
 
 import polars as pl
 
-from recsys.report.aggregate import HAS_GPU_PEAK, MEMORY_SOURCES, METRICS, failed_runs, unreadable_runs
+from recsys.report.aggregate import (
+    HAS_GPU_PEAK,
+    MEMORY_SOURCES,
+    METRICS,
+    failed_runs,
+    set_name,
+    unreadable_runs,
+)
 from recsys.report.tpme import TPMEWeights
 from recsys.train.results import LATENCY_BATCH_SIZES, latency_cell
 
@@ -75,7 +84,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
 _Columns = list[tuple[str, Callable[[dict[str, Any]], str]]]
 
 _COLUMNS: _Columns = [
-    ("method", lambda r: r["method"]),
+    ("method", set_name),
     ("seeds", lambda r: str(r["n_seeds"])),
     *[(m.upper(), lambda r, m=m: _mean_std(r[f"{m}_mean"], r[f"{m}_std"])) for m in METRICS],
     ("trainable params", _col("trainable_params", ",")),
@@ -87,7 +96,7 @@ _COLUMNS: _Columns = [
     ("TPME", _col("tpme", ".3f")),
 ]
 _COST_COLUMNS: _Columns = [
-    ("method", lambda r: r["method"]),
+    ("method", set_name),
     ("train GFLOPs/seq", _col("train_flops_per_sequence", ".4g", 1e9)),
     ("item MFLOPs/item", _col("item_flops_per_item", ".4g", 1e6)),
     ("query MFLOPs", _col("query_flops", ".4g", 1e6)),
@@ -115,6 +124,32 @@ def cost_table(summary: pl.DataFrame) -> str:
     """The counted cost and query latency of the methods of ``summary`` (rows of one dataset)
     as a markdown table (see ``_COST_NOTE``)."""
     return _table(summary, _COST_COLUMNS)
+
+
+_CURVE_COLUMNS: _Columns = [
+    ("method", lambda r: r["method"]),
+    ("strategy", lambda r: r["train_strategy"] or "all"),
+    ("train data", lambda r: f"{r['train_fraction']:.0%}"),
+    ("seeds", lambda r: str(r["n_seeds"])),
+    *[(m.upper(), lambda r, m=m: _mean_std(r[f"{m}_mean"], r[f"{m}_std"])) for m in METRICS],
+    ("training PFLOPs (all epochs)", _col("train_flops_total", ".4g", 1e15)),
+    ("s/epoch", _col("s_per_epoch", ".2f")),
+]
+_CURVE_NOTE = (
+    "Learning curve: the same methods trained on a fraction of the training data (data.subsample; "
+    "validation and test are the full sets). Training PFLOPs: counted FLOPs per sequence x the "
+    "training rows kept x epochs trained, median over seeds."
+)
+
+
+def learning_curve_table(summary: pl.DataFrame) -> str | None:
+    """The rows of ``summary`` (one dataset) as quality against the share of training data,
+    by method and strategy (the whole set joining every strategy); None when every row saw one
+    share of the data."""
+    if summary["train_fraction"].n_unique() < 2:
+        return None
+    rows = summary.sort("method", "train_strategy", "train_fraction", nulls_last=True)
+    return _table(rows, _CURVE_COLUMNS)
 
 
 def _notes(summary: pl.DataFrame, weights: TPMEWeights) -> list[str]:
@@ -176,6 +211,8 @@ def render_report(summary: pl.DataFrame, runs: pl.DataFrame, weights: TPMEWeight
     for part in summary.partition_by("dataset", maintain_order=True):
         notes = "\n".join(f"- {note}" for note in _notes(part, weights))
         parts += [f"## {part['dataset'][0]}", summary_table(part), notes, cost_table(part), f"- {_COST_NOTE}"]
+        if (curve := learning_curve_table(part)) is not None:
+            parts += [curve, f"- {_CURVE_NOTE}"]
     if summary.is_empty():
         parts.append("No complete runs.")
     if n_failed:
