@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from recsys.adapters.modality_mask import evaluating_with
 from recsys.atomic_io import write_json_atomic
 from recsys.cli import CONFIG_PATH, refusals_exit
 from recsys.cli.prepare import prepare_inputs
@@ -41,6 +42,7 @@ from recsys.train.builders import (
 from recsys.train.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from recsys.train.cost import measure_costs
 from recsys.train.efficiency import EfficiencyCallback
+from recsys.train.modality_eval import check_prunable, metrics_by_modalities, prune_by_gates
 from recsys.train.results import format_summary
 from recsys.train.run_dir import (
     RunDirError,
@@ -144,7 +146,8 @@ def _train_locked(cfg: DictConfig, out_dir: Path, files: dict[str, Path]) -> dic
         "adapter": cfg.adapter.name,
         "dataset": cfg.data.name,
         "seed": int(cfg.seed),
-        "metrics": {"val": None, "test": None},
+        "metrics": {"val": None, "test": None, "test_by_modalities": None},
+        "pruning": None,
         "baselines": {},
         "efficiency": {},
         "data_subsample": None,
@@ -176,7 +179,8 @@ def _train_locked(cfg: DictConfig, out_dir: Path, files: dict[str, Path]) -> dic
 
 
 def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
-    """Prepare, fit, test at the best checkpoint, popularity baseline, efficiency (timed, and
+    """Prepare, fit, test at the best checkpoint (also per modality subset and after gate
+    pruning, ``recsys.train.modality_eval``), popularity baseline, efficiency (timed, and
     counted by ``recsys.train.cost``): into ``results``."""
     if cfg.prepare:
         prepare_inputs(cfg)
@@ -194,6 +198,9 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
             + "\n  ".join(changed) + "\nstart a fresh run (another hydra.run.dir) on today's data"
         )
     module = build_module(cfg, dm, source, inputs=results["inputs"])
+    threshold = (cfg.get("prune") or {}).get("gate_threshold")
+    if threshold is not None:
+        check_prunable(module.model.item_tower)
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
     trainer: pl.Trainer = instantiate(
@@ -205,6 +212,20 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
     best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
     for stage, run in (("val", trainer.validate), ("test", trainer.test)):
         results["metrics"][stage] = _floats(run(module, datamodule=dm, ckpt_path=best, verbose=False))
+
+    def test_with(modalities: list[str] | None) -> dict[str, float]:
+        """Test at the best checkpoint with ``modalities`` only, unseen by the loggers (their
+        test/* stay the run's own test)."""
+        loggers, trainer.loggers = trainer.loggers, []
+        try:
+            with evaluating_with(module, modalities):
+                return _floats(trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False))
+        finally:
+            trainer.loggers = loggers
+
+    subsets = cfg.eval.get("modality_subsets")
+    results["metrics"]["test_by_modalities"] = metrics_by_modalities(test_with, subsets)
+    results["pruning"] = prune_by_gates(module, results["metrics"], threshold, test_with)
     results["baselines"]["popularity"] = {
         "test": evaluate_popularity(
             dm, ks=tuple(cfg.eval.ks), tie_policy=cfg.eval.tie_policy,

@@ -10,6 +10,8 @@ step's items; under DDP, rank 0's share of the batch: a rank with no routed item
 values, so a synced log could wait forever) and `val/gate/<expert>`, `test/gate/<expert>` (over
 the catalogue pass, which every process runs whole, so they agree across ranks).
 
+Modality dropout (``recsys.adapters.modality_mask``) is drawn before every training batch.
+
 With ``ann`` (an index spec, ``eval.ann``), each evaluation pass also builds that faiss index
 on the pass's item embeddings and ranks every user's target within the index's top
 ``max(ks)`` (``recsys.serving.retrieval.retrieved_ranks``, the history excluded by the same
@@ -26,6 +28,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
+from recsys.adapters.modality_mask import resample_dropout
 from recsys.eval.metrics import RankingMetrics
 from recsys.eval.ranking import full_ranking_ranks
 from recsys.models.loss import log_popularity
@@ -119,6 +122,10 @@ class RecommenderModule(pl.LightningModule):
             cross_rank_negatives=self.cross_rank_negatives,
             predict=batch.get("predict"),
         )
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Each training batch draws its own modality dropout (``adapter.modality_dropout``)."""
+        resample_dropout(self.model)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
