@@ -146,6 +146,20 @@ def test_a_teacher_must_be_a_finished_run(tmp_path):
     assert _checked("train", [], tmp_path).distill == {}  # no teacher: nothing in the run's config
 
 
+@pytest.mark.parametrize("experiment", ["distill_movielens", "distill_scientific"])
+def test_distillation_sweeps_compose_every_student(experiment, tmp_path):
+    from recsys.cli import compose
+
+    teacher = f"distill.teacher={_finished_run(tmp_path)}"
+    hydra = compose("train", [f"experiment={experiment}", teacher], return_hydra_config=True).hydra
+    sweep = hydra.sweeper.params
+    assert sweep.seed == "0,1,2"
+    for adapter in sweep.adapter.split(","):
+        cfg = _checked("train", [f"experiment={experiment}", teacher, f"adapter={adapter}"], tmp_path)
+        assert cfg.label == f"{adapter}_kd0.5" and cfg.distill.tau == 2.0
+        assert cfg.adapter.get("layer_groups", 3) == 3  # the side networks: 3 groups, 4 blocks per stream
+
+
 def test_frames_encoder_checks_its_nested_image_encoder(tmp_path):
     overrides = ["encoder/video=frames_efficientnet_lite0", "adapter=crossan",
                  "encoder.video.image_encoder.resolution=-3"]
