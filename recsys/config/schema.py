@@ -27,8 +27,10 @@ run never instantiates a ``_target_`` anyway (``recsys.train.restore``).
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
@@ -179,6 +181,15 @@ class Loss(Section):
     cross_rank_negatives: bool = False
 
 
+class Distill(Section):
+    """``distill`` (conf/distill/): train against a teacher run (recsys/train/distill.py);
+    ``{}`` (distill=none): no teacher."""
+
+    teacher: str | None = None  # a finished recsys-train run directory (teacher_problems)
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.5  # (1-α)·CE + α·τ²·KL
+    tau: PositiveFloat = 2.0
+
+
 class LearningRates(Section):
     adapter: PositiveFloat
     text_head: PositiveFloat
@@ -209,6 +220,7 @@ class TrainJob(Section):
     optimizer: Optimizer
     eval: Eval
     prune: Prune = Prune()
+    distill: Distill = Distill()  # absent from the configs of runs made before it existed
     prepare: bool = True
     ckpt_path: str | None = None
     existing_run: Literal["resume", "refuse", "overwrite"] = "resume"
@@ -423,6 +435,30 @@ def target_problems(node: Mapping[str, Any], where: str, untrusted: bool) -> lis
     return problems(options_model(target, parameters_of(cls.__init__, skip=1)), options, where)
 
 
+def teacher_problems(teacher: Any, where: str = "distill.teacher") -> list[str]:
+    """A distillation teacher must be a finished ``recsys-train`` run directory: it exists
+    and holds a results.json of status complete (its checkpoint is checked when restored)."""
+    if not isinstance(teacher, str):
+        return []  # None (no teacher) or not a string (the section's model says so)
+    what = "the run directory (hydra.run.dir) of a finished recsys-train run"
+    if teacher == "???":
+        return [f"{where}: required with distill=kd: pass distill.teacher=<{what}>"]
+    results = Path(teacher) / "results.json"
+    if not Path(teacher).is_dir():
+        return [f"{where}: {teacher!r} is not a directory: pass {what}"]
+    if not results.is_file():
+        return [f"{where}: {teacher!r} holds no results.json (not a run directory, or a run killed "
+                f"before it finished): pass {what}"]
+    try:
+        status = json.loads(results.read_text()).get("status")
+    except (OSError, ValueError, AttributeError) as err:
+        return [f"{where}: {results} is unreadable ({err}): pass {what}"]
+    if status != "complete":
+        return [f"{where}: the run in {teacher!r} did not complete (status {status!r}): finish it first "
+                f"(rerun its recsys-train command), or pass {what}"]
+    return []
+
+
 def job_problems(job: str, values: dict[str, Any], untrusted: bool = False) -> list[str]:
     """Every problem of a resolved ``job`` config (see ``check_config``)."""
     lines = problems(JOBS[job], values)
@@ -447,6 +483,8 @@ def job_problems(job: str, values: dict[str, Any], untrusted: bool = False) -> l
     if not untrusted and isinstance(ev.get("monitor"), str) and isinstance(ev.get("ks"), list):
         if problem := _monitor_problem(ev["monitor"], ev["ks"]):  # a restored run is evaluated, not trained
             lines.append(f"eval.monitor: {problem}")
+    if not untrusted:  # a restored run is evaluated, not trained: its teacher may be gone
+        lines += teacher_problems((section.get("distill") or {}).get("teacher"))
     if "adapter" in section:
         lines += adapter_problems(section["adapter"], encoders)
     if "model" in section:
