@@ -26,6 +26,7 @@ def test_smoke_mode_reports_each_dtype_against_float16_and_reuses_the_runs(tmp_p
     assert int8["feature_bytes"] == float16["feature_bytes"] // 2 + scales  # the resident int8 store: half
     assert int8["cache_bytes"] < float16["cache_bytes"]  # + float32 scales [1, 7, 384]: 60 items only
     assert float16["ndcg@10 vs float16"] == 0 and 0 < int8["test ndcg@10"][0] < 1
+    assert float16["val ndcg@10 vs float16"] == 0 and 0 < int8["val ndcg@10"][0] < 1
     assert (tmp_path / "data" / "cache" / "synthetic" / "int8" / "minilm.scales.npy").is_file()
     table = (tmp_path / "out" / "synthetic.md").read_text()
     assert "| int8 |" in table and "| float16 |" in table and "+0.00%" in table
