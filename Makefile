@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/recsys-train experiment=demo
 
 test: $(STAMP)
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 test-fast: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m "not slow"

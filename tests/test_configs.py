@@ -2,10 +2,12 @@
 schema (recsys.config.schema); bad values are refused with the key, the value and what is
 allowed, before any work; the faithful rows carry the reference settings."""
 
+import json
 from pathlib import Path
 
 import pytest
 from conftest import job_config
+from omegaconf import OmegaConf
 
 from recsys.config.schema import ConfigError, check_config
 
@@ -14,12 +16,26 @@ ROOTS = {"train": [], "eval": ["run_dir=/tmp/run"], "cache": [], "prep": [], "ex
 GROUPS = (
     "data", "adapter", "model", "trainer", "logger", "callbacks", "cache", "layer_schedule",
     "encoder/text", "encoder/image", "encoder/video", "encoder/audio", "hparams_search",
-    "hydra/launcher", "experiment",
+    "hydra/launcher", "experiment", "distill",
 )
 
 
 def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _finished_run(tmp_path: Path, status: str = "complete") -> Path:
+    """A run directory whose results.json says ``status`` (what distill.teacher is checked for)."""
+    run = tmp_path / f"teacher_{status}"
+    run.mkdir(exist_ok=True)
+    (run / "results.json").write_text(json.dumps({"status": status}))
+    return run
+
+
+def _teacher(group: str, option: str, tmp_path: Path) -> list[str]:
+    """The teacher a distillation option needs to pass the schema (none for the others)."""
+    kd = (group, option) == ("distill", "kd") or (group == "experiment" and option.startswith("distill_"))
+    return [f"distill.teacher={_finished_run(tmp_path)}"] if kd else []
 
 
 def _checked(root: str, overrides: list[str], tmp_path: Path):
@@ -39,7 +55,7 @@ def test_every_group_option_composes_into_train_and_passes_the_schema(group, opt
     # Without text or images the default two-stream IISAN has no inter stream to build.
     text_or_image = group in ("encoder/text", "encoder/image")
     single = ["adapter=iisan_intra"] if option == "none" and text_or_image else []
-    cfg = _checked("train", [f"{group}={option}", *single], tmp_path)
+    cfg = _checked("train", [f"{group}={option}", *single, *_teacher(group, option, tmp_path)], tmp_path)
     assert cfg.adapter.name and cfg.data.processed_dir
     if group == "adapter":
         assert cfg.adapter.name in option or option.startswith(cfg.adapter.name)
@@ -96,6 +112,11 @@ def test_shared_values_live_in_one_place(tmp_path):
         (["model.name=gru"], ["model.name: 'gru' is not registered; registered: ['sasrec']"]),
         (["adapter.name=nope"], ["adapter.name: 'nope' is not registered; registered: ["]),
         (["encoder.text.kind=hf_image"], ["encoder.text.kind: 'hf_image' encodes image, not text"]),
+        (["distill=kd"], ["distill.teacher: required with distill=kd: pass distill.teacher=<the run dir"]),
+        (["distill=kd", "distill.teacher=/no/such/run", "distill.alpha=1.5", "distill.tau=0"],
+         ["distill.teacher: '/no/such/run' is not a directory: pass the run directory (hydra.run.dir) of a",
+          "distill.alpha: 1.5: Input should be less than or equal to 1",
+          "distill.tau: 0: Input should be greater than 0"]),
     ],
 )
 def test_bad_values_are_refused_naming_key_value_and_allowed(overrides, messages, tmp_path):
@@ -103,6 +124,40 @@ def test_bad_values_are_refused_naming_key_value_and_allowed(overrides, messages
         _checked("train", overrides, tmp_path)
     for message in messages:
         assert message in str(raised.value), str(raised.value)
+
+
+def test_a_teacher_must_be_a_finished_run(tmp_path):
+    def refused(teacher: Path) -> str:
+        with pytest.raises(ConfigError) as raised:
+            _checked("train", ["distill=kd", f"distill.teacher={teacher}"], tmp_path)
+        return str(raised.value)
+
+    assert "holds no results.json (not a run directory, or a run killed" in refused(tmp_path)
+    assert "did not complete (status 'failed'): finish it first" in refused(_finished_run(tmp_path, "failed"))
+    (tmp_path / "teacher_complete").mkdir()
+    (tmp_path / "teacher_complete" / "results.json").write_text("{trunc")
+    assert "results.json is unreadable" in refused(tmp_path / "teacher_complete")
+    cfg = _checked("train", ["distill=kd", f"distill.teacher={_finished_run(tmp_path)}", "distill.alpha=0",
+                             "distill.tau=1"], tmp_path)
+    assert cfg.distill == {"teacher": str(tmp_path / "teacher_complete"), "alpha": 0, "tau": 1}
+    # a run restored from its directory is evaluated, not trained: its teacher may be gone
+    saved = OmegaConf.to_container(cfg, resolve=True)
+    check_config(saved | {"distill": {"teacher": "/gone", "alpha": 0.5, "tau": 2.0}}, "train", untrusted=True)
+    assert _checked("train", [], tmp_path).distill == {}  # no teacher: nothing in the run's config
+
+
+@pytest.mark.parametrize("experiment", ["distill_movielens", "distill_scientific"])
+def test_distillation_sweeps_compose_every_student(experiment, tmp_path):
+    from recsys.cli import compose
+
+    teacher = f"distill.teacher={_finished_run(tmp_path)}"
+    hydra = compose("train", [f"experiment={experiment}", teacher], return_hydra_config=True).hydra
+    sweep = hydra.sweeper.params
+    assert sweep.seed == "0,1,2"
+    for adapter in sweep.adapter.split(","):
+        cfg = _checked("train", [f"experiment={experiment}", teacher, f"adapter={adapter}"], tmp_path)
+        assert cfg.label == f"{adapter}_kd0.5" and cfg.distill.tau == 2.0
+        assert cfg.adapter.get("layer_groups", 3) == 3  # the side networks: 3 groups, 4 blocks per stream
 
 
 def test_frames_encoder_checks_its_nested_image_encoder(tmp_path):

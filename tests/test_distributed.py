@@ -58,13 +58,14 @@ def test_eval_shards_cover_every_user_exactly_once(n, world):
 def _cross_rank_worker(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
-    from recsys.models.loss import in_batch_softmax_loss
+    from recsys.models.loss import in_batch_scores, masked_cross_entropy
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     states, items, emb, log_pop = _global_batch()
     block = slice(rank * 4, (rank + 1) * 4)
     local_emb = emb[block].clone().requires_grad_(True)
-    loss = in_batch_softmax_loss(states[block], items[block], local_emb, log_pop, cross_rank=True)
+    scores = in_batch_scores(states[block], items[block], local_emb, log_pop, cross_rank=True)
+    loss = masked_cross_entropy(scores)
     real = int(_predicting(items[block]).sum())
     (loss * real / int(_predicting(items).sum())).backward()  # this rank's share of the global mean
     torch.save({"loss": loss.detach(), "real": real, "grad": local_emb.grad}, f"{out}/{rank}.pt")
@@ -87,18 +88,18 @@ def _global_batch():
 def test_cross_rank_negatives_equal_the_global_batch_loss(tmp_path: Path):
     import torch.multiprocessing as mp
 
-    from recsys.models.loss import in_batch_softmax_loss
+    from recsys.models.loss import in_batch_scores, masked_cross_entropy
 
     mp.spawn(_cross_rank_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2)
     parts = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
     states, items, emb, log_pop = _global_batch()
     emb.requires_grad_(True)
-    whole = in_batch_softmax_loss(states, items, emb, log_pop)  # one process, the 8 users
+    whole = masked_cross_entropy(in_batch_scores(states, items, emb, log_pop))  # one process, the 8 users
     whole.backward()
     pooled = sum(p["loss"] * p["real"] for p in parts) / sum(p["real"] for p in parts)
     torch.testing.assert_close(pooled, whole.detach())
     # every rank's gradient reached the owner of the rows: together they are the global gradient
     torch.testing.assert_close(torch.cat([p["grad"] for p in parts]), emb.grad)
     emb = emb.detach()
-    local = in_batch_softmax_loss(states[:4], items[:4], emb[:4], log_pop, cross_rank=True)  # no group
-    torch.testing.assert_close(local, in_batch_softmax_loss(states[:4], items[:4], emb[:4], log_pop))
+    local = in_batch_scores(states[:4], items[:4], emb[:4], log_pop, cross_rank=True)  # no group
+    torch.testing.assert_close(local, in_batch_scores(states[:4], items[:4], emb[:4], log_pop))

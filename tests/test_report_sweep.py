@@ -14,7 +14,7 @@ from conftest import CPU_RUN, SMALL_SYNTHETIC, run_console_script
 
 from recsys.cli.report import main
 from recsys.report import TPMEWeights, load_runs, summarise, tpme
-from recsys.report.aggregate import COST_COLUMNS
+from recsys.report.aggregate import COST_COLUMNS, TEACHER_COLUMNS
 from recsys.report.plots import COSTS
 
 METHODS = ("iisan_intra", "id")
@@ -65,7 +65,8 @@ def test_load_runs_finds_complete_failed_and_killed_jobs(sweep: Path):
     assert killed["dataset"] == "synthetic" and killed["method"] == "id"  # from .hydra/hydra.yaml
     assert "adapter=id" in killed["overrides"] and "seed=0" in killed["overrides"]
     complete = runs.filter(pl.col("status") == "complete")
-    nulls = complete.select(pl.all().exclude("error", "train_strategy").is_null().any()).row(0, named=True)
+    nulls = complete.select(pl.all().exclude("error", "train_strategy", *TEACHER_COLUMNS).is_null().any()
+                            ).row(0, named=True)
     assert not any(nulls.values()), nulls
     assert complete["train_fraction"].to_list() == [1.0] * 4  # all the data: no strategy
 

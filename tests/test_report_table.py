@@ -239,3 +239,21 @@ def test_a_sweep_on_all_the_data_has_no_learning_curve(runs, tmp_path):
     assert learning_curve_figure(summary) is None
     assert all(learning_curve_table(part) is None for part in summary.partition_by("dataset"))
     assert "learning_curve.png" not in {p.name for p in save_pareto_plots(summary, tmp_path)}
+
+
+def test_a_distilled_students_teacher_cost_gets_its_own_column(tmp_path: Path):
+    teacher = {"teacher_run": "/runs/teacher", "teacher_flops_per_step": 3e11,
+               "teacher_flops_per_sequence": 3e9, "teacher_params": 5000, "teacher_model_state_bytes": 20000,
+               "teacher_feature_bytes": 10}
+    for name, efficiency in (("id_kd0.5", {"train_flops_per_sequence": 1e9} | teacher),
+                             ("id", {"train_flops_per_sequence": 1e9})):
+        (tmp_path / "sweep" / name).mkdir(parents=True)
+        (tmp_path / "sweep" / name / "results.json").write_text(json.dumps(_results(name, efficiency)))
+    runs = load_runs(tmp_path / "sweep")
+    assert runs["teacher_flops_per_sequence"].to_list() == [None, 3e9]
+    summary = summarise(runs)
+    text = render_report(summary, runs, TPMEWeights(), "t")
+    assert "| method | train GFLOPs/seq |" in text and "| teacher GFLOPs/seq |\n" in text
+    assert "| id_kd0.5 | 1 |" in text and " | 3 |\n" in text and "per training sequence, on top of" in text
+    plain = summary.filter(pl.col("method") == "id")
+    assert "teacher" not in render_report(plain, runs.filter(pl.col("method") == "id"), TPMEWeights(), "t")

@@ -195,3 +195,21 @@ def test_eval_refuses_a_cache_rebuilt_differently_after_training(tmp_path: Path)
                                       "cache.progress_bar=false"]))  # same file, other features
     with pytest.raises(RunDirError, match=r"other data or caches .*\n  cache_fingerprints\.text: "):
         _evaluate(run)
+
+
+def test_a_run_made_before_a_key_existed_is_the_same_run_as_its_old_behaviour():
+    from recsys.train.run_dir import ADDED_KEYS, config_changes
+
+    job = {"seed": 0, "adapter": {"name": "iisan", "modality_dropout": 0.0},
+           "eval": {"ks": [10], "modalities": None, "modality_subsets": None},
+           "prune": {"gate_threshold": None}}
+    before = {"seed": 0, "adapter": {"name": "iisan"}, "eval": {"ks": [10]}}  # saved before the keys existed
+    assert set(ADDED_KEYS) == {"adapter.modality_dropout", "eval.modalities", "eval.modality_subsets",
+                               "prune.gate_threshold"}
+    assert config_changes(before, job) == []
+    dropout = {**job, "adapter": {"name": "iisan", "modality_dropout": 0.3}}
+    assert config_changes(before, dropout) == ["adapter.modality_dropout: saved <absent>, this job 0.3"]
+    saved_with_key = {**before, "adapter": {"name": "iisan", "modality_dropout": 0.3},
+                      "prune": {"gate_threshold": None}}
+    assert config_changes(saved_with_key, job) == ["adapter.modality_dropout: saved 0.3, this job 0.0"]
+    assert config_changes(job, before) != []  # a job without a key the saved run has is another config

@@ -31,8 +31,13 @@ the config is composed (``recsys.config``), before any work starts. ``from_conte
 tower from a ``TowerContext`` (source, N, d_model) and its options.
 
 Towers with a learned fusion router (CROSSAN's MoMEF) also report an auxiliary training
-loss (``aux_loss()``, added by ``SequentialRecommender.training_loss``) and their gate
-weights (``gate_summary()``, logged by the training module); the defaults here are no-ops.
+loss (``aux_loss()``, added by ``SequentialRecommender.training_loss``), their gate
+weights (``gate_summary()``, logged by the training module) and which modality each gate
+expert reads (``gate_modalities()``, for gate pruning); the defaults here are no-ops.
+
+Towers reading the cache get modality dropout and subset evaluation for free: both zero
+rows in ``FeatureStore.gather`` (``recsys.adapters.modality_mask``), and an all-zero row is
+how the data marks an item without the modality.
 
 ``embed_unique(embed, item_ids)`` runs a tower's per-item computation once per distinct id of
 a batch (a training batch repeats popular items many times) and scatters the rows back.
@@ -52,8 +57,9 @@ from recsys.registry import Registry
 PARAM_GROUPS = ("adapter", "text_head", "head")
 #: Constructor parameters the framework fills from the ``TowerContext``; never options.
 CONTEXT_PARAMETERS = ("source", "num_items", "d_model")
-#: Keys of every adapter config that the framework consumes itself.
-FRAMEWORK_KEYS = ("name", "modalities")
+#: Keys of every adapter config that the framework consumes itself (``modality_dropout``:
+#: ``recsys.adapters.modality_mask``; its default, 0, is conf/train.yaml's, for every adapter).
+FRAMEWORK_KEYS = ("name", "modalities", "modality_dropout")
 SCHEDULE_KEYS = ("layers", "layer_groups")
 
 Reads = Literal["cache", "encoders"] | None
@@ -124,6 +130,12 @@ class ItemTower(nn.Module):
     def gate_summary(self, reset: bool = True) -> dict[str, float]:
         """Mean fusion gate weight per expert over the items embedded since the last reset
         (``reset=True`` starts a new window); {} when the tower has no gates (the default)."""
+        return {}
+
+    def gate_modalities(self) -> dict[str, str]:
+        """Gate expert (a key of ``gate_summary``) -> the modality it reads; {} when the tower
+        has no gates (the default). Gate pruning (``prune.gate_threshold``) reads a modality's
+        weight as the sum of its experts'."""
         return {}
 
 

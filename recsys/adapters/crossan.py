@@ -34,6 +34,11 @@ Fusion (``momef.py``): expert ``o_m = Linear(d_m -> d_model)(z_m)``, then ``mome
 softmax router, optional top-k, load-balancing loss) or ``concat``; missing modalities are
 masked out, an item with no modality at all gets the learned ``empty`` vector.
 
+Modalities left out of an evaluation (``eval.modalities``, gate pruning; the store's
+``mask.skipped()``) are absent for every item: their streams, messages and expert heads are
+not computed at all (the result is the same as over their zero rows, the cost is not), and
+with one modality left there is no message to exchange.
+
 Parameters (768-d text + image, 7 layers, bottleneck 32, cross_rank 16, d_model 64):
 1,142,174; with SASRec 1,242,398 = 69.8% fewer than IISAN's 4,113,877 (tests).
 """
@@ -48,15 +53,10 @@ from torch import nn
 
 from recsys.adapters import ItemTower, embed_unique, register_adapter, trainable
 from recsys.adapters.iisan import IntraStream, stream_widths
-from recsys.adapters.momef import build_fusion
+from recsys.adapters.modality_mask import present
+from recsys.adapters.momef import MoMEF, build_fusion
 from recsys.adapters.side_block import GATE_TEMPERATURE
 from recsys.cache.features import FeatureStore
-
-
-def present(features: torch.Tensor) -> torch.Tensor:
-    """Whether each item has the modality: gathered features [n, L, D_max] -> [n] bool
-    (False for an all-zero row: a missing modality or the padding id)."""
-    return features.abs().amax(dim=(1, 2)) > 0
 
 
 class CrossModalAdapter(nn.Module):
@@ -95,11 +95,15 @@ class CrossModalAdapter(nn.Module):
         return a.new_zeros(n_layers, n_mods, n_mods).masked_scatter(off_diagonal, a)
 
     def forward(self, feats: dict[str, torch.Tensor], valid: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Features (modality -> [n, L, D_max]) and ``valid`` [n, M] bool (columns in
-        ``modalities`` order) -> messages, modality -> [n, L, d_m]."""
-        u = torch.stack([self._project(self.down[m], feats[m], self.widths[m]) for m in self.modalities], 1)
-        s = torch.einsum("lmk,nk,nklr->nmlr", self.weights().to(u.dtype), valid.to(u.dtype), u)
-        return {m: self._project(self.up[m], s[:, i]) for i, m in enumerate(self.modalities)}
+        """Features of M' <= M modalities (modality -> [n, L, D_max], in ``modalities`` order;
+        the others are absent for every item) and their ``valid`` [n, M'] bool -> messages,
+        modality -> [n, L, d_m], for those M'."""
+        mods = list(feats)
+        index = [self.modalities.index(m) for m in mods]
+        weights = self.weights()[:, index][:, :, index]  # [L, M', M']
+        u = torch.stack([self._project(self.down[m], feats[m], self.widths[m]) for m in mods], 1)
+        s = torch.einsum("lmk,nk,nklr->nmlr", weights.to(u.dtype), valid.to(u.dtype), u)
+        return {m: self._project(self.up[m], s[:, i]) for i, m in enumerate(mods)}
 
     @staticmethod
     def _project(maps: nn.ModuleList, x: torch.Tensor, widths: list[int] | None = None) -> torch.Tensor:
@@ -184,11 +188,15 @@ class CROSSANTower(ItemTower):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Embeddings of items ``ids`` [n] (long) -> [n, d_model], one row per id."""
         dtype = self.fusion.empty.dtype
-        feats = {m: self.store.gather(m, ids).to(dtype) for m in self.modalities}
-        valid = torch.stack([present(feats[m]) for m in self.modalities], dim=-1)  # [n, M]
-        messages = self.cross(feats, valid)
-        z = {m: stream(feats[m], messages[m]) for m, stream in self.streams.items()}
-        return self.fusion(z, valid)
+        skipped = self.store.mask.skipped()
+        mods = [m for m in self.modalities if m not in skipped]
+        feats = {m: self.store.gather(m, ids).to(dtype) for m in mods}
+        valid = torch.stack([present(feats[m]) for m in mods], dim=-1)  # [n, M']
+        messages = self.cross(feats, valid) if len(mods) > 1 else dict.fromkeys(mods)
+        z = {m: self.streams[m](feats[m], messages[m]) for m in mods}
+        every = torch.zeros(ids.shape[0], len(self.modalities), dtype=torch.bool, device=valid.device)
+        every[:, [self.modalities.index(m) for m in mods]] = valid
+        return self.fusion(z, every)
 
     def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Item embeddings: ``item_ids`` [...] long -> [..., d_model]."""
@@ -201,6 +209,10 @@ class CROSSANTower(ItemTower):
 
     def gate_summary(self, reset: bool = True) -> dict[str, float]:
         return self.fusion.gate_summary(reset)
+
+    def gate_modalities(self) -> dict[str, str]:
+        """MoMEF's experts are the modalities, one each ({} for ``concat``: no gates)."""
+        return {m: m for m in self.fusion.experts} if isinstance(self.fusion, MoMEF) else {}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         text = self.fusion.experts["text"] if "text" in self.fusion.experts else None

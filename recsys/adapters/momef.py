@@ -64,8 +64,11 @@ class ModalityFusion(nn.Module):
 
     def forward(self, z: dict[str, torch.Tensor], valid: torch.Tensor) -> torch.Tensor:
         """Stream outputs ``z`` (expert -> [n, d_e]) and ``valid`` [n, E] bool (columns in
-        expert order) -> item embeddings [n, d_model]."""
-        o = torch.stack([head(z[e]) for e, head in self.experts.items()], dim=1)
+        expert order) -> item embeddings [n, d_model]. An expert missing from ``z`` (invalid
+        for every item, its column of ``valid`` False) is not computed: its output is 0."""
+        outs = {e: head(z[e]) for e, head in self.experts.items() if e in z}
+        zeros = torch.zeros_like(next(iter(outs.values())))
+        o = torch.stack([outs.get(e, zeros) for e in self.experts], dim=1)
         o = o * valid.unsqueeze(-1).to(o.dtype)
         y = self.combine(o, valid)
         return torch.where(valid.any(-1, keepdim=True), y, self.empty.to(y.dtype))

@@ -16,6 +16,10 @@ Two residencies:
 - host (memory-mapped or CPU): features stay on the host; a lookup gathers the needed rows
   on the host and copies only them to the device of the ids.
 
+Missing modalities: ``mask`` (``recsys.adapters.modality_mask.ModalityMask``) zeroes the rows
+of modalities dropped while training (``adapter.modality_dropout``) or left out of an
+evaluation (``eval.modalities``); with neither set, ``gather`` returns the rows as stored.
+
 Example:
     >>> store = FeatureStore({"text": torch.zeros(11, 7, 384, dtype=torch.float16)},
     ...                      {"text": [384] * 7})
@@ -28,7 +32,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys.adapters.modality_mask import ModalityMask, present
 from recsys.cache.codecs import dequantise
+
+PRESENCE_CHUNK = 4096  # items read at a time when scanning a table for missing modalities
 
 
 class FeatureStore(nn.Module):
@@ -82,6 +89,7 @@ class FeatureStore(nn.Module):
                 self.register_buffer(name, tensor, persistent=False)
             else:
                 self._host[name] = tensor
+        self.mask = ModalityMask(self.modalities, self.presence)
 
     def _apply(self, fn, recurse=True):
         """Follow device moves but keep the stored dtype: ``tower.float()`` or a
@@ -111,7 +119,21 @@ class FeatureStore(nn.Module):
     def gather(self, modality: str, ids: torch.Tensor) -> torch.Tensor:
         """Features of items ``ids`` ([...] long) -> [..., L, D_max] floats (``dequantise``:
         the stored dtype for float16 / bfloat16 / float32 tables, else float32), on the
-        device of ``ids``. Host tables send only the stored rows to that device."""
+        device of ``ids``, the rows ``mask`` removes zeroed. Host tables send only the stored
+        rows to that device."""
+        return self.mask(modality, ids, self._stored_rows(modality, ids))
+
+    def presence(self) -> torch.Tensor:
+        """Whether each item has each modality: [N+1, M] bool (columns in ``modalities``
+        order; row 0, the padding id, False), on the device of the tables; reads every row."""
+        device = self.table(self.modalities[0]).device if self.device_resident else torch.device("cpu")
+        ids = torch.arange(self.num_items + 1, device=device)
+        columns = [torch.cat([present(self._stored_rows(m, chunk)) for chunk in ids.split(PRESENCE_CHUNK)])
+                   for m in self.modalities]
+        return torch.stack(columns, dim=-1)
+
+    def _stored_rows(self, modality: str, ids: torch.Tensor) -> torch.Tensor:
+        """``gather`` without the mask."""
         table, scales = self.table(modality), self.scales(modality)
         flat = ids.reshape(-1) if self.device_resident else ids.reshape(-1).cpu()
         rows = table.index_select(0, flat)

@@ -7,9 +7,11 @@ Writes report.md (per dataset a table of effectiveness, timed efficiency and TPM
 counted cost and query latency; the failed runs, and the unreadable ones: a truncated
 results.json or saved Hydra config, named with its parse error), report.csv (the per-method
 figures), pareto_memory.png, pareto_time.png and pareto_flops.png into --out (default: the
-sweep directory), and prints the markdown. Unreadable runs do not stop the report (exit
-status 0). A run is a directory with results.json or .hydra/; the log directories recsys-eval /
-recsys-export write inside a run are not runs. See recsys.report.
+sweep directory), and prints the markdown. Runs that tested modality subsets
+(``eval.modality_subsets``) add tables of quality per subset (recsys.report.robustness).
+Unreadable runs do not stop the report (exit status 0). A run is a directory with
+results.json or .hydra/; the log directories recsys-eval / recsys-export write inside a run
+are not runs. See recsys.report.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from recsys.report import (
     save_pareto_plots,
     summarise,
 )
+from recsys.report.robustness import load_subset_metrics, subset_tables
 
 
 def write_report(sweep_dir: Path, out_dir: Path, weights: TPMEWeights) -> str:
@@ -35,6 +38,8 @@ def write_report(sweep_dir: Path, out_dir: Path, weights: TPMEWeights) -> str:
         raise SystemExit(f"recsys-report: no runs (results.json or .hydra/) under {sweep_dir}")
     summary = summarise(runs, weights)
     text = render_report(summary, runs, weights, title=f"Sweep report: {sweep_dir}")
+    if subsets := subset_tables(load_subset_metrics(sweep_dir)):
+        text += f"\n{subsets}\n"
     write_text_atomic(out_dir / "report.md", text)
     with atomic_path(out_dir / "report.csv") as tmp:
         summary.write_csv(tmp)

@@ -3,6 +3,7 @@
     recsys-train experiment=demo
     recsys-train -m experiment=iisan_scientific_text seed=0,1,2
     recsys-train adapter=id data=scientific encoder/image=none logger=csv
+    recsys-train experiment=demo adapter=id distill=kd distill.teacher=<a run dir>
 
 Writes `<run dir>/results.json` (see recsys.train.results) whether the run completes or
 fails, prints a summary table, and returns the best validation value of `eval.monitor`
@@ -26,6 +27,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from recsys.adapters.modality_mask import evaluating_with
 from recsys.atomic_io import write_json_atomic
 from recsys.cli import CONFIG_PATH, refusals_exit
 from recsys.cli.prepare import prepare_inputs
@@ -40,7 +42,9 @@ from recsys.train.builders import (
 )
 from recsys.train.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from recsys.train.cost import measure_costs
+from recsys.train.distill import load_teacher, student_alone, teacher_costs
 from recsys.train.efficiency import EfficiencyCallback
+from recsys.train.modality_eval import check_prunable, metrics_by_modalities, prune_by_gates
 from recsys.train.results import format_summary
 from recsys.train.run_dir import (
     RunDirError,
@@ -144,10 +148,12 @@ def _train_locked(cfg: DictConfig, out_dir: Path, files: dict[str, Path]) -> dic
         "adapter": cfg.adapter.name,
         "dataset": cfg.data.name,
         "seed": int(cfg.seed),
-        "metrics": {"val": None, "test": None},
+        "metrics": {"val": None, "test": None, "test_by_modalities": None},
+        "pruning": None,
         "baselines": {},
         "efficiency": {},
         "data_subsample": None,
+        "distill": None,
         "inputs": None,
         "checkpoints": {},
         "error": None,
@@ -176,8 +182,10 @@ def _train_locked(cfg: DictConfig, out_dir: Path, files: dict[str, Path]) -> dic
 
 
 def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
-    """Prepare, fit, test at the best checkpoint, popularity baseline, efficiency (timed, and
-    counted by ``recsys.train.cost``): into ``results``."""
+    """Prepare, fit (with ``distill.teacher``: against that teacher, ``recsys.train.distill``),
+    test at the best checkpoint (also per modality subset and after gate pruning,
+    ``recsys.train.modality_eval``), popularity baseline, efficiency (timed, and counted by
+    ``recsys.train.cost``; the teacher's counted apart): into ``results``."""
     if cfg.prepare:
         prepare_inputs(cfg)
     pl.seed_everything(cfg.seed, workers=True)
@@ -194,6 +202,12 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
             + "\n  ".join(changed) + "\nstart a fresh run (another hydra.run.dir) on today's data"
         )
     module = build_module(cfg, dm, source, inputs=results["inputs"])
+    threshold = (cfg.get("prune") or {}).get("gate_threshold")
+    if threshold is not None:
+        check_prunable(module.model.item_tower)
+    if cfg.distill.get("teacher"):
+        module.teacher = load_teacher(cfg.distill, dm)
+        results["distill"] = module.teacher.record()
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
     trainer: pl.Trainer = instantiate(
@@ -205,6 +219,20 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
     best = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
     for stage, run in (("val", trainer.validate), ("test", trainer.test)):
         results["metrics"][stage] = _floats(run(module, datamodule=dm, ckpt_path=best, verbose=False))
+
+    def test_with(modalities: list[str] | None) -> dict[str, float]:
+        """Test at the best checkpoint with ``modalities`` only, unseen by the loggers (their
+        test/* stay the run's own test)."""
+        loggers, trainer.loggers = trainer.loggers, []
+        try:
+            with evaluating_with(module, modalities):
+                return _floats(trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False))
+        finally:
+            trainer.loggers = loggers
+
+    subsets = cfg.eval.get("modality_subsets")
+    results["metrics"]["test_by_modalities"] = metrics_by_modalities(test_with, subsets)
+    results["pruning"] = prune_by_gates(module, results["metrics"], threshold, test_with)
     results["baselines"]["popularity"] = {
         "test": evaluate_popularity(
             dm, ks=tuple(cfg.eval.ks), tie_policy=cfg.eval.tie_policy,
@@ -212,13 +240,12 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
         )
     }
     efficiency = next((c for c in callbacks if isinstance(c, EfficiencyCallback)), None)
-    costs = measure_costs(
-        module.to(trainer.strategy.root_device),
-        next(iter(dm.train_dataloader())),
-        next(iter(dm.test_dataloader())),
-        optimizer,
-        step_context=trainer.precision_plugin.train_step_context,
-    )
+    train_batch = next(iter(dm.train_dataloader()))
+    with student_alone(module.to(trainer.strategy.root_device)):  # the student's own figures
+        costs = measure_costs(module, train_batch, next(iter(dm.test_dataloader())), optimizer,
+                              step_context=trainer.precision_plugin.train_step_context)
+    if module.teacher is not None:
+        costs |= teacher_costs(module, train_batch)
     results["efficiency"] = (efficiency.summary() if efficiency else {}) | cache_facts | costs
     results["status"] = "complete"
     for logger in loggers:

@@ -14,8 +14,9 @@ The fixed sections (paths, data, cache, eval, loss, optimizer, ...) are pydantic
 below. The sections whose shape depends on a registry member are checked against that
 member's own typed signature (``recsys.config.options``): ``data.raw`` by the reader's raw
 options, ``encoder.<modality>`` by the encoder kind's constructor, ``adapter`` by the tower's
-options (plus the framework keys ``name``, ``modalities`` and, for towers with a layer
-schedule, ``layers`` / ``layer_groups``), ``model`` by the user encoder's constructor, and
+options (plus the framework keys ``name``, ``modalities``, ``modality_dropout`` and, for
+towers with a layer schedule, ``layers`` / ``layer_groups``; the modality knobs are checked
+against the tower last, ``modality_problems``), ``model`` by the user encoder's constructor, and
 every ``_target_`` (trainer, callbacks, loggers) by the target's signature.
 
 ``untrusted=True`` (a config read back from a run directory someone may have sent) also
@@ -26,8 +27,10 @@ run never instantiates a ``_target_`` anyway (``recsys.train.restore``).
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
@@ -126,6 +129,7 @@ class Cache(Section):
 
 
 TiePolicy = Literal["pessimistic", "optimistic", "average"]
+ModalitySubset = Annotated[list[Literal[MODALITIES]], Field(min_length=1)]
 
 
 def _monitor_problem(monitor: str, ks: list[int]) -> str | None:
@@ -148,6 +152,15 @@ class Eval(Section):
     # An ANN index spec ({kind, <options>}, recsys.serving.ann; checked by index_problems):
     # each evaluation pass also ranks through it, logged as <stage>/ann_<metric>@k.
     ann: dict[str, Any] | None = None
+    # Evaluate with these modalities only; test again with each subset (modality_problems).
+    modalities: ModalitySubset | None = None
+    modality_subsets: list[ModalitySubset] | None = None
+
+
+class Prune(Section):
+    """``prune``: gate pruning of modalities after training (recsys/train/modality_eval.py)."""
+
+    gate_threshold: Annotated[float, Field(gt=0, le=1)] | None = None
 
 
 class EvalOverrides(Section):
@@ -158,6 +171,7 @@ class EvalOverrides(Section):
     chunk_size: PositiveInt | None = None
     mask_target_in_history: bool | None = None
     ann: dict[str, Any] | None = None  # an index spec adds ANN metrics; null keeps the run's
+    modalities: ModalitySubset | None = None  # evaluate with these only; null keeps the run's
 
 
 class Loss(Section):
@@ -165,6 +179,15 @@ class Loss(Section):
     targets: Literal["windows", "prefixes"] = "windows"
     mask_history: bool = True
     cross_rank_negatives: bool = False
+
+
+class Distill(Section):
+    """``distill`` (conf/distill/): train against a teacher run (recsys/train/distill.py);
+    ``{}`` (distill=none): no teacher."""
+
+    teacher: str | None = None  # a finished recsys-train run directory (teacher_problems)
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.5  # (1-α)·CE + α·τ²·KL
+    tau: PositiveFloat = 2.0
 
 
 class LearningRates(Section):
@@ -196,6 +219,8 @@ class TrainJob(Section):
     loss: Loss
     optimizer: Optimizer
     eval: Eval
+    prune: Prune = Prune()
+    distill: Distill = Distill()  # absent from the configs of runs made before it existed
     prepare: bool = True
     ckpt_path: str | None = None
     existing_run: Literal["resume", "refuse", "overwrite"] = "resume"
@@ -324,7 +349,8 @@ def adapter_problems(adapter: Mapping[str, Any], encoders: Mapping[str, Any]) ->
     cls, found = _member(TOWERS, adapter.get("name"), "adapter.name")
     if cls is None:
         return found
-    framework: dict[str, Any] = {"modalities": (list[Literal[MODALITIES]], [])}
+    framework: dict[str, Any] = {"modalities": (list[Literal[MODALITIES]], []),
+                                 "modality_dropout": (Annotated[float, Field(ge=0, lt=1)], 0.0)}
     if cls.layer_schedule:
         framework |= {"layers": (list[int] | dict[str, list[int]] | None, None),
                       "layer_groups": (PositiveInt | None, None)}
@@ -345,6 +371,21 @@ def adapter_problems(adapter: Mapping[str, Any], encoders: Mapping[str, Any]) ->
     if cls.reads is None and wanted:
         return [f"adapter.modalities: {wanted}: adapter {adapter['name']!r} reads no features; use []"]
     return _check_hook(cls, "adapter", selected, options) if cls.reads is not None else []
+
+
+def modality_problems(values: Mapping[str, Any], trains: bool = True) -> list[str]:
+    """``adapter.modality_dropout``, ``eval.modalities`` / ``eval.modality_subsets`` and
+    (``trains``: not a restored run's config, which is evaluated, not pruned)
+    ``prune.gate_threshold`` against the adapter's tower and its modalities that have an
+    encoder (``recsys.adapters.modality_mask.knob_problems``); for an otherwise valid config."""
+    from recsys.adapters import TOWERS
+    from recsys.adapters.modality_mask import knob_problems
+
+    adapter, encoders = values["adapter"], values.get("encoder") or {}
+    selected = [m for m in adapter.get("modalities") or [] if encoders.get(m)]
+    cached = TOWERS.get(adapter["name"]).reads == "cache"
+    return knob_problems(adapter["name"], cached, selected, adapter.get("modality_dropout", 0.0),
+                         values.get("eval") or {}, (values.get("prune") or {}) if trains else {})
 
 
 def model_problems(model: Mapping[str, Any]) -> list[str]:
@@ -394,6 +435,30 @@ def target_problems(node: Mapping[str, Any], where: str, untrusted: bool) -> lis
     return problems(options_model(target, parameters_of(cls.__init__, skip=1)), options, where)
 
 
+def teacher_problems(teacher: Any, where: str = "distill.teacher") -> list[str]:
+    """A distillation teacher must be a finished ``recsys-train`` run directory: it exists
+    and holds a results.json of status complete (its checkpoint is checked when restored)."""
+    if not isinstance(teacher, str):
+        return []  # None (no teacher) or not a string (the section's model says so)
+    what = "the run directory (hydra.run.dir) of a finished recsys-train run"
+    if teacher == "???":
+        return [f"{where}: required with distill=kd: pass distill.teacher=<{what}>"]
+    results = Path(teacher) / "results.json"
+    if not Path(teacher).is_dir():
+        return [f"{where}: {teacher!r} is not a directory: pass {what}"]
+    if not results.is_file():
+        return [f"{where}: {teacher!r} holds no results.json (not a run directory, or a run killed "
+                f"before it finished): pass {what}"]
+    try:
+        status = json.loads(results.read_text()).get("status")
+    except (OSError, ValueError, AttributeError) as err:
+        return [f"{where}: {results} is unreadable ({err}): pass {what}"]
+    if status != "complete":
+        return [f"{where}: the run in {teacher!r} did not complete (status {status!r}): finish it first "
+                f"(rerun its recsys-train command), or pass {what}"]
+    return []
+
+
 def job_problems(job: str, values: dict[str, Any], untrusted: bool = False) -> list[str]:
     """Every problem of a resolved ``job`` config (see ``check_config``)."""
     lines = problems(JOBS[job], values)
@@ -418,6 +483,8 @@ def job_problems(job: str, values: dict[str, Any], untrusted: bool = False) -> l
     if not untrusted and isinstance(ev.get("monitor"), str) and isinstance(ev.get("ks"), list):
         if problem := _monitor_problem(ev["monitor"], ev["ks"]):  # a restored run is evaluated, not trained
             lines.append(f"eval.monitor: {problem}")
+    if not untrusted:  # a restored run is evaluated, not trained: its teacher may be gone
+        lines += teacher_problems((section.get("distill") or {}).get("teacher"))
     if "adapter" in section:
         lines += adapter_problems(section["adapter"], encoders)
     if "model" in section:
@@ -428,7 +495,7 @@ def job_problems(job: str, values: dict[str, Any], untrusted: bool = False) -> l
         for name, node in (section.get(group) or {}).items():
             if isinstance(node, Mapping):
                 lines += target_problems(node, f"{group}.{name}", untrusted)
-    return lines
+    return lines or (modality_problems(values, trains=not untrusted) if "adapter" in section else [])
 
 
 def job_config(cfg: DictConfig) -> dict[str, Any]:

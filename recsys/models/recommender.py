@@ -1,7 +1,8 @@
 """SequentialRecommender: item tower + user encoder + dot-product scoring.
 
 Training: ``emb = item_tower(items)`` [B,W+1,64]; ``states = user_encoder(emb[:, :-1],
-items[:, :-1] != 0)`` [B,W,64]; in-batch (IISAN) or full softmax over the next items, plus
+items[:, :-1] != 0)`` [B,W,64]; in-batch (IISAN) or full softmax over the next items (or,
+given a teacher's logits over the same candidates, the distillation loss), plus
 the item tower's auxiliary loss when it has one (``ItemTower.aux_loss``, e.g. MoMEF load
 balancing). The tower is called once per training step, so that loss covers every item the
 step embedded. Scoring: ``user_state · item_emb``, no temperature.
@@ -9,11 +10,19 @@ step embedded. Scoring: ``user_state · item_emb``, no temperature.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from recsys.adapters import ItemTower, check_groups, trainable
-from recsys.models.loss import full_softmax_loss, in_batch_softmax_loss
+from recsys.models.loss import (
+    Scores,
+    distillation_loss,
+    full_scores,
+    in_batch_scores,
+    masked_cross_entropy,
+)
 
 LOSSES = ("in_batch", "full")
 
@@ -55,7 +64,7 @@ class SequentialRecommender(nn.Module):
         """User representation = state at the last (most recent) position: [B,W] -> [B,d]."""
         return self.user_states(inputs)[:, -1]
 
-    def training_loss(
+    def training_scores(
         self,
         batch_items: torch.Tensor,
         log_pop: torch.Tensor | None = None,
@@ -63,8 +72,8 @@ class SequentialRecommender(nn.Module):
         mask_history: bool = True,
         cross_rank_negatives: bool = False,
         predict: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Next-item loss of a train batch.
+    ) -> Scores:
+        """Next-item scores of a train batch over the ``loss``'s candidates.
 
         Args:
             batch_items: [B,W+1] long, left-padded (inputs ``[:, :-1]``, targets ``[:, 1:]``).
@@ -76,15 +85,17 @@ class SequentialRecommender(nn.Module):
             predict: optional [B,W] bool, the positions that carry a loss (default: every
                 position whose input and target are real items).
         Returns:
-            scalar loss: the next-item loss + the item tower's ``aux_loss()`` (if not None).
+            ``Scores`` [V,C] (``recsys.models.loss``): C = B·(W+1) in-batch candidates, or the
+            N+1 catalogue items for ``full``. The mask and labels depend on the arguments
+            alone, so every model scored with the same arguments has the same candidates.
         """
         if loss == "in_batch":
             if log_pop is None:
                 raise ValueError("the in_batch loss needs log_pop (log train popularity)")
             emb = self.item_tower(batch_items)
             states = self.user_states(batch_items[:, :-1], emb[:, :-1])
-            value = in_batch_softmax_loss(states, batch_items, emb, log_pop, cross_rank_negatives, predict)
-        elif loss == "full":
+            return in_batch_scores(states, batch_items, emb, log_pop, cross_rank_negatives, predict)
+        if loss == "full":
             # One tower call: with gradients, chunks would keep every activation anyway.
             all_emb = self.all_item_embeddings(chunk_size=None)
             states = self.user_states(batch_items[:, :-1], all_emb[batch_items[:, :-1]])
@@ -92,9 +103,35 @@ class SequentialRecommender(nn.Module):
             if predict is None:
                 predict = (batch_items[:, :-1] != 0) & (batch_items[:, 1:] != 0)  # not after a pad input
             targets = batch_items[:, 1:].masked_fill(~predict, 0)
-            value = full_softmax_loss(states, targets, all_emb, history)
+            return full_scores(states, targets, all_emb, history)
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+    def training_loss(
+        self,
+        batch_items: torch.Tensor,
+        log_pop: torch.Tensor | None = None,
+        *,
+        teacher_logits: torch.Tensor | None = None,
+        alpha: float = 0.0,
+        tau: float = 1.0,
+        **options: Any,
+    ) -> torch.Tensor:
+        """Next-item loss of a train batch: ``batch_items``, ``log_pop`` and ``options``
+        (``loss``, ``mask_history``, ``cross_rank_negatives``, ``predict``) are
+        ``training_scores``'s.
+
+        Args:
+            teacher_logits: optional [V,C], a teacher's logits over the same candidates
+                (``recsys.train.distill``): the loss is then the ``distillation_loss``
+                ``(1-alpha)·CE + alpha·tau²·KL``; None: the cross-entropy alone.
+        Returns:
+            scalar loss: the next-item loss + the item tower's ``aux_loss()`` (if not None).
+        """
+        scores = self.training_scores(batch_items, log_pop, **options)
+        if teacher_logits is None:
+            value = masked_cross_entropy(scores)
         else:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+            value = distillation_loss(scores, teacher_logits, alpha, tau)
         aux = self.item_tower.aux_loss()
         return value if aux is None else value + aux
 

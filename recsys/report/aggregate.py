@@ -31,6 +31,9 @@ TPME's memory is one kind per set of methods scored together (a dataset): the pe
 allocated when every method of the set has one, otherwise the counted training memory of all
 of them (a CPU run's peak RSS is mostly the libraries; mixing kinds would compare apples with
 pears). ``summarise`` says which in ``memory_source`` (``MEMORY_SOURCES``).
+
+A distilled student (``distill=kd``) also carries its teacher's counted forward FLOPs
+(``TEACHER_COLUMNS``), apart from its own figures, which are the student's alone.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ COUNTED_MEMORY = ("model_state", "peak_activation", "feature", "train_memory")
 LATENCY = tuple(f"query_{q}_ms_b{size}" for size in LATENCY_BATCH_SIZES for q in ("p50", "p99"))
 #: Every counted / inference cost column, run and summary alike (summary: median over seeds).
 COST_COLUMNS = (*FLOPS, *(f"{name}_mib" for name in COUNTED_MEMORY), *LATENCY)
+#: A distilled student's teacher (recsys.train.distill), counted apart from the student's cost:
+#: its forward per training sequence, on top of ``train_flops_per_sequence``; null without one.
+TEACHER_COLUMNS = ("teacher_flops_per_sequence",)
 
 #: ``memory_source`` -> the memory TPME used for a set of methods (column ``tpme_memory_mib``).
 MEMORY_SOURCES = {
@@ -86,6 +92,7 @@ RUN_SCHEMA = {
     "steps_per_epoch": pl.Int64, "peak_memory_mib": pl.Float64,
     "memory_kind": pl.String, "val_eval_s": pl.Float64, **{c: pl.Float64 for c in COST_COLUMNS},
     "train_fraction": pl.Float64, "train_strategy": pl.String, "train_flops_total": pl.Float64,
+    **{c: pl.Float64 for c in TEACHER_COLUMNS},
     "error": pl.String, "overrides": pl.List(pl.String),
 }
 #: What sets a summary row apart: a method on a dataset, trained on a fraction of its data.
@@ -179,7 +186,7 @@ def _run_from_results(path: Path) -> dict[str, Any]:
         "s_per_step": eff.get("s_per_step"), "steps_per_epoch": eff.get("steps_per_epoch"),
         "peak_memory_mib": mib(eff.get("peak_train_memory_bytes")), "memory_kind": eff.get("memory_kind"),
         "val_eval_s": eff.get("val_eval_s"),
-        **{c: eff.get(c) for c in (*FLOPS, *LATENCY)},
+        **{c: eff.get(c) for c in (*FLOPS, *LATENCY, *TEACHER_COLUMNS)},
         **{f"{name}_mib": mib(eff.get(f"{name}_bytes")) for name in COUNTED_MEMORY},
         **_train_data(results, eff),
         "error": _last_line(results.get("error")),
@@ -294,7 +301,8 @@ def summarise(runs: pl.DataFrame, weights: TPMEWeights = DEFAULT_WEIGHTS) -> pl.
     s_per_step (medians over seeds), steps_per_epoch (min: fewer than the epoch's batches
     when a run was limited to a fixed number of steps), peak_memory_mib (mean; GPU allocated
     or CPU RSS), memory_kind (its kinds, "+"-joined), val_eval_s (median), ``COST_COLUMNS``
-    (medians: counted FLOPs, counted memory in MiB, query latency in ms), memory_source and
+    (medians: counted FLOPs, counted memory in MiB, query latency in ms), ``TEACHER_COLUMNS``
+    (medians; null for runs without a teacher), memory_source and
     tpme_memory_mib (the memory TPME used for the whole dataset: "cuda_max_allocated" and
     ``peak_memory_mib`` where every method has a GPU peak, else "counted" and
     ``train_memory_mib``), tpme (over the methods of the same dataset, from these per-method
@@ -315,7 +323,7 @@ def summarise(runs: pl.DataFrame, weights: TPMEWeights = DEFAULT_WEIGHTS) -> pl.
             pl.col("peak_memory_mib").mean(),
             pl.col("memory_kind").unique().sort().str.join("+"),
             pl.col("val_eval_s").median(),
-            *[pl.col(c).median() for c in (*COST_COLUMNS, "train_flops_total")],
+            *[pl.col(c).median() for c in (*COST_COLUMNS, *TEACHER_COLUMNS, "train_flops_total")],
         )
         .sort(["dataset", f"{METRICS[-1]}_mean", "method"], descending=[False, True, False], nulls_last=True)
     )

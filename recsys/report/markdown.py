@@ -109,6 +109,16 @@ _COST_COLUMNS: _Columns = [
 ]
 
 
+#: Shown in a dataset's cost table when one of its methods was distilled from a teacher.
+_TEACHER_COLUMN = ("teacher GFLOPs/seq", _col("teacher_flops_per_sequence", ".4g", 1e9))
+_TEACHER_NOTE = ("teacher GFLOPs/seq: a distilled student's teacher scoring its candidates (forward only), "
+                 "per training sequence, on top of the student's own train GFLOPs/seq.")
+
+
+def _has_teacher(summary: pl.DataFrame) -> bool:
+    return summary["teacher_flops_per_sequence"].is_not_null().any()
+
+
 def _table(summary: pl.DataFrame, columns: _Columns) -> str:
     rows = [[fmt(r) for _, fmt in columns] for r in summary.iter_rows(named=True)]
     return markdown_table([name for name, _ in columns], rows, "l" + "r" * (len(columns) - 1))
@@ -122,8 +132,8 @@ def summary_table(summary: pl.DataFrame) -> str:
 
 def cost_table(summary: pl.DataFrame) -> str:
     """The counted cost and query latency of the methods of ``summary`` (rows of one dataset)
-    as a markdown table (see ``_COST_NOTE``)."""
-    return _table(summary, _COST_COLUMNS)
+    as a markdown table (see ``_COST_NOTE``), with the teachers' FLOPs when one was distilled."""
+    return _table(summary, _COST_COLUMNS + ([_TEACHER_COLUMN] if _has_teacher(summary) else []))
 
 
 _CURVE_COLUMNS: _Columns = [
@@ -210,7 +220,8 @@ def render_report(summary: pl.DataFrame, runs: pl.DataFrame, weights: TPMEWeight
     parts = [f"# {title}", f"{runs.height} runs, {n_failed} failed{unreadable}."]
     for part in summary.partition_by("dataset", maintain_order=True):
         notes = "\n".join(f"- {note}" for note in _notes(part, weights))
-        parts += [f"## {part['dataset'][0]}", summary_table(part), notes, cost_table(part), f"- {_COST_NOTE}"]
+        cost_note = f"- {_COST_NOTE}" + (f"\n- {_TEACHER_NOTE}" if _has_teacher(part) else "")
+        parts += [f"## {part['dataset'][0]}", summary_table(part), notes, cost_table(part), cost_note]
         if (curve := learning_curve_table(part)) is not None:
             parts += [curve, f"- {_CURVE_NOTE}"]
     if summary.is_empty():

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from recsys.adapters import FRAMEWORK_KEYS, SCHEDULE_KEYS, TowerContext, tower_class
 from recsys.adapters.backbone import LiveEncoders
 from recsys.adapters.layer_schedule import select_entries
+from recsys.adapters.modality_mask import set_eval_modalities, set_modality_dropout
 from recsys.cache.file_fingerprint import media_fingerprint_of
 from recsys.cache.inputs import cache_inputs_fingerprint
 from recsys.cache.integrity import DEFAULT_VERIFY, read_manifest
@@ -160,6 +161,10 @@ def build_module(
     user_encoder = build_user_encoder(model_cfg.pop("name"), **model_cfg)
     context = TowerContext(source, dm.num_items, int(cfg.model.d_model))
     tower = tower_class(cfg.adapter.name).from_context(context, **tower_options(cfg))
+    # Configs of runs made before these keys existed: no dropout, every modality.
+    set_modality_dropout(tower, float(cfg.adapter.get("modality_dropout", 0.0)))
+    if (modalities := cfg.eval.get("modalities")) is not None:
+        set_eval_modalities(tower, list(modalities))
     return RecommenderModule(
         SequentialRecommender(tower, user_encoder),
         dm.train_popularity,

@@ -121,17 +121,18 @@ def model_state_bytes(module: nn.Module, optimizer: torch.optim.Optimizer | None
     return int(total)
 
 
-def feature_bytes(module: nn.Module) -> int:
+def feature_bytes(module: nn.Module, modalities: list[str] | None = None) -> int:
     """Bytes of what the item tower reads items from: every ``FeatureStore`` table (resident
-    or host; int8 ones with their scales) and every ``ItemInputs`` buffer under ``module``."""
+    or host; int8 ones with their scales) and every ``ItemInputs`` buffer under ``module``;
+    with ``modalities``, only the ``FeatureStore`` tables of those."""
     from recsys.adapters.item_inputs import ItemInputs
     from recsys.cache.features import FeatureStore
 
     tensors: list[torch.Tensor] = []
     for sub in module.modules():
         if isinstance(sub, FeatureStore):
-            tensors += _feature_tables(sub)
-        elif isinstance(sub, ItemInputs):
+            tensors += _feature_tables(sub, modalities)
+        elif isinstance(sub, ItemInputs) and modalities is None:
             tensors += list(sub.buffers())
     return int(sum(_storages(iter(tensors)).values()))
 
@@ -148,10 +149,11 @@ def _held_storages(module: nn.Module) -> dict[int, int]:
     return _storages(iter(held))
 
 
-def _feature_tables(store: nn.Module) -> list[torch.Tensor]:
-    """A ``FeatureStore``'s tables, and the scales of its int8 ones."""
-    scales = [store.scales(m) for m in store.modalities]
-    return [store.table(m) for m in store.modalities] + [s for s in scales if s is not None]
+def _feature_tables(store: nn.Module, modalities: list[str] | None = None) -> list[torch.Tensor]:
+    """A ``FeatureStore``'s tables (of ``modalities``; None: all), and the scales of its int8 ones."""
+    mods = [m for m in store.modalities if modalities is None or m in modalities]
+    scales = [store.scales(m) for m in mods]
+    return [store.table(m) for m in mods] + [s for s in scales if s is not None]
 
 
 def train_step_costs(module: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> dict[str, int]:

@@ -10,10 +10,15 @@ step's items; under DDP, rank 0's share of the batch: a rank with no routed item
 values, so a synced log could wait forever) and `val/gate/<expert>`, `test/gate/<expert>` (over
 the catalogue pass, which every process runs whole, so they agree across ranks).
 
+Modality dropout (``recsys.adapters.modality_mask``) is drawn before every training batch.
+
 With ``ann`` (an index spec, ``eval.ann``), each evaluation pass also builds that faiss index
 on the pass's item embeddings and ranks every user's target within the index's top
 ``max(ks)`` (``recsys.serving.retrieval.retrieved_ranks``, the history excluded by the same
 rule), logged as ``<stage>/ann_hr@k`` etc. beside the exact metrics, which stay as they are.
+
+With a ``teacher`` (``recsys.train.distill``, ``distill=kd``), the training loss is the
+distillation loss against the teacher's logits over the same candidates.
 
 Batches (see recsys.data.datamodule):
 - train: {"items": LongTensor [B, W+1] left-padded windows, "predict": BoolTensor [B, W] the
@@ -23,15 +28,21 @@ Batches (see recsys.data.datamodule):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import pytorch_lightning as pl
 import torch
 
+from recsys.adapters.modality_mask import resample_dropout
 from recsys.eval.metrics import RankingMetrics
 from recsys.eval.ranking import full_ranking_ranks
 from recsys.models.loss import log_popularity
 from recsys.models.recommender import SequentialRecommender
 from recsys.serving.ann import build_index
 from recsys.serving.retrieval import Retriever, retrieved_ranks
+
+if TYPE_CHECKING:
+    from recsys.train.distill import Teacher
 
 
 class RecommenderModule(pl.LightningModule):
@@ -104,21 +115,38 @@ class RecommenderModule(pl.LightningModule):
         self._item_emb: torch.Tensor | None = None
         self._eval_gates: dict[str, float] = {}
         self.inputs = dict(inputs or {})
+        # A frozen teacher (recsys.train.distill.Teacher), set by recsys-train with distill=kd:
+        # a plain object, so never part of this module's state_dict, parameters or device moves.
+        self.teacher: Teacher | None = None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["inputs"] = self.inputs
 
     # ---- training -------------------------------------------------------------------
+    def loss_options(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The configured loss's arguments for a train batch (``training_scores``'s after the
+        items): the student's and, scoring the same candidates, its teacher's."""
+        return {
+            "log_pop": self.log_pop,
+            "loss": self.loss_name,
+            "mask_history": self.mask_history,
+            "cross_rank_negatives": self.cross_rank_negatives,
+            "predict": batch.get("predict"),
+        }
+
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The configured training loss of a train batch (scalar)."""
-        return self.model.training_loss(
-            batch["items"],
-            self.log_pop,
-            loss=self.loss_name,
-            mask_history=self.mask_history,
-            cross_rank_negatives=self.cross_rank_negatives,
-            predict=batch.get("predict"),
-        )
+        """The configured training loss of a train batch (scalar); with a ``teacher``, the
+        distillation loss against its logits over the same candidates."""
+        options = self.loss_options(batch)
+        if self.teacher is None:
+            return self.model.training_loss(batch["items"], **options)
+        teacher_logits = self.teacher.logits(batch["items"], **options)
+        return self.model.training_loss(batch["items"], **options, teacher_logits=teacher_logits,
+                                        alpha=self.teacher.alpha, tau=self.teacher.tau)
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Each training batch draws its own modality dropout (``adapter.modality_dropout``)."""
+        resample_dropout(self.model)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)

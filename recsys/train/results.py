@@ -5,15 +5,23 @@ Layout (all keys always present; figures that do not apply are null):
     {"status": "complete" | "failed" | "interrupted",
      "method": label (the adapter config chosen), "adapter": registry name,
      "dataset": data name, "seed": int,
-     "metrics": {"val": {...best validation...}, "test": {...at best checkpoint...}},
+     "metrics": {"val": {...best validation...}, "test": {...at best checkpoint...},
+                 "test_by_modalities": {subset name: {...}} | null (eval.modality_subsets)},
+     "pruning": {...gate pruning...} | null (prune.gate_threshold; recsys.train.modality_eval),
      "baselines": {"popularity": {"test": {...}}},
      "efficiency": {...EfficiencyCallback.summary()..., "cache_build_s": float | null,
                     "cache_bytes": int | null,
                     ...recsys.train.cost.measure_costs(): counted FLOPs and memory
-                    (``*_flops*``, ``*_bytes``), query latency ``query_p50_ms_b1`` ...},
+                    (``*_flops*``, ``*_bytes``), query latency ``query_p50_ms_b1`` ...;
+                    the student's own, and with a teacher its counted cost apart:
+                    ``teacher_run``, ``teacher_flops_per_step`` (forward), ``teacher_flops_per_sequence``,
+                    ``teacher_params``, ``teacher_model_state_bytes``, ``teacher_feature_bytes``
+                    (``recsys.train.distill.teacher_costs``)},
      "data_subsample": {"fraction", "strategy", "seed", "kept": {...}, "full": {...}}: the
                     training users / targets / interactions / sequences kept of the full set
                     (``SequenceDataModule.subsample_stats``; kept = full at fraction 1),
+     "distill": null (no teacher) | {"teacher": run dir, "checkpoint": its file, "alpha", "tau",
+                    "teacher_method", "teacher_test": {...its test metrics, from its results.json...}},
      "error": str | null (the traceback of a failed run),
      "signal": "SIGTERM" | "SIGINT" | null (what interrupted the run),
      "config": resolved Hydra config (also the checkpoints' hyper-parameters)}
@@ -59,28 +67,25 @@ def _counted_memory(eff: Mapping[str, Any]) -> str:
     return f"{mib(total):.1f} = state {state:.1f} + activations {activations:.1f} + features {features:.1f}"
 
 
+def _metric_row(name: str, metrics: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    return (name, *(_fmt(metrics.get(k), ".4f") for k in ("hr@10", "ndcg@10", "mrr@10")))
+
+
 def format_summary(results: dict[str, Any]) -> str:
     """A small fixed-width table of one run: method vs popularity, plus efficiency (timed and
-    counted; a figure the run lacks is "-")."""
+    counted; a figure the run lacks is "-"; with a teacher, its test metrics and cost too)."""
     test = results["metrics"].get("test") or {}
     pop = (results["baselines"].get("popularity") or {}).get("test") or {}
     eff = results["efficiency"]
     mem_label = "peak GPU mem (MiB)" if eff.get("memory_kind") == "cuda_max_allocated" else "peak RSS (MiB)"
+    teacher = results.get("distill") or {}
     rows = [
         ("", "HR@10", "NDCG@10", "MRR@10"),
-        (
-            results["method"],
-            _fmt(test.get("hr@10"), ".4f"),
-            _fmt(test.get("ndcg@10"), ".4f"),
-            _fmt(test.get("mrr@10"), ".4f"),
-        ),
-        (
-            "popularity",
-            _fmt(pop.get("hr@10"), ".4f"),
-            _fmt(pop.get("ndcg@10"), ".4f"),
-            _fmt(pop.get("mrr@10"), ".4f"),
-        ),
+        _metric_row(results["method"], test),
+        _metric_row("popularity", pop),
     ]
+    if teacher:
+        rows.append(_metric_row("teacher", teacher.get("teacher_test") or {}))
     lines = [f"{a:<16}{b:>10}{c:>10}{d:>10}" for a, b, c, d in rows]
     facts = [
         ("dataset", results["dataset"]),
@@ -100,5 +105,12 @@ def format_summary(results: dict[str, Any]) -> str:
         ("cache build (s)", _fmt(eff.get("cache_build_s"), ".1f")),
         ("cache size (MiB)", _fmt(mib(eff.get("cache_bytes")), ".1f")),
     ]
+    if teacher:
+        facts += [
+            ("teacher", f"{teacher.get('teacher_method')} ({teacher.get('teacher')})"),
+            ("distill alpha / tau", f"{teacher.get('alpha')} / {teacher.get('tau')}"),
+            ("teacher GFLOPs / seq", _fmt(eff.get("teacher_flops_per_sequence"), ".4g", 1e9)),
+            ("teacher params", f"{eff.get('teacher_params', 0):,}"),
+        ]
     lines += [f"{k:<24}{v}" for k, v in facts]
     return "\n".join(lines)

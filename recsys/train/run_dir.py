@@ -8,7 +8,8 @@ A ``recsys-train`` run directory (``hydra.run.dir``) holds exactly one model lin
 - **a run already there** (checkpoints in ``checkpoints/``, no ``ckpt_path`` given) is
   handled by ``existing_run``:
   ``resume`` (default) continues it from ``last.ckpt`` when the checkpoint's config is this
-  job's config (the keys in ``RUN_CONTROL_KEYS`` aside) and the run did not complete, and
+  job's config (the keys in ``RUN_CONTROL_KEYS`` aside, and ``ADDED_KEYS`` a saved config
+  predates where this job keeps their old behaviour) and the run did not complete, and
   refuses otherwise, naming each differing key; ``refuse`` refuses any; ``overwrite``
   deletes what the old run wrote (``DISCARDED_ON_OVERWRITE``) and starts afresh. Checkpoints
   are never versioned (``best-v1.ckpt``): ``best.ckpt`` and ``last.ckpt`` are this run's.
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.cache.file_fingerprint import file_sha256
-from recsys.config.differences import differences
+from recsys.config.differences import differences, flatten
 from recsys.errors import Refused
 from recsys.locking import exclusive
 from recsys.train.checkpoint_io import load_checkpoint
@@ -38,6 +39,16 @@ log = logging.getLogger(__name__)
 EXISTING_RUN = ("resume", "refuse", "overwrite")
 #: Job config keys that steer a run without changing the model it trains.
 RUN_CONTROL_KEYS = ("ckpt_path", "skip_complete", "existing_run", "prepare", "logger")
+#: Config keys added after runs were made, each with the value that does what runs did before
+#: it existed. A saved config without the key is the same run as a job with that value, so a
+#: framework upgrade does not make every earlier run unresumable and unskippable. Add a line
+#: with every new key whose default keeps the old behaviour.
+ADDED_KEYS: dict[str, Any] = {
+    "adapter.modality_dropout": 0.0,
+    "eval.modalities": None,
+    "eval.modality_subsets": None,
+    "prune.gate_threshold": None,
+}
 #: What ``existing_run=overwrite`` deletes: everything a run writes that names its model.
 DISCARDED_ON_OVERWRITE = ("checkpoints", "results.json", "eval.json", "export")
 LAST = "last"
@@ -103,10 +114,15 @@ def recorded_checkpoint(run_dir: Path, results: Mapping[str, Any], name: str) ->
 
 
 def config_changes(saved: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
-    """What differs between a run's saved config and this job's, ``RUN_CONTROL_KEYS`` aside
+    """What differs between a run's saved config and this job's, ``RUN_CONTROL_KEYS`` aside, and
+    the ``ADDED_KEYS`` the saved config predates while this job keeps their old behaviour
     (empty: the same run)."""
     kept = [{k: v for k, v in c.items() if k not in RUN_CONTROL_KEYS} for c in (saved, config)]
-    return differences(*kept, labels=("saved", "this job"))
+    saved_keys, job = flatten(kept[0]), flatten(kept[1])
+    predates = {key for key, old in ADDED_KEYS.items()
+                if key not in saved_keys and key in job and job[key] == old}
+    return [line for line in differences(*kept, labels=("saved", "this job"))
+            if line.split(":", 1)[0] not in predates]
 
 
 def inputs_changes(checkpoint: Mapping[str, Any], inputs: Mapping[str, Any]) -> list[str]:
