@@ -154,8 +154,7 @@ def evaluating_with(module: nn.Module, modalities: Sequence[str] | None) -> Iter
     masks = modality_masks(module)
     before = [mask.eval_modalities for mask in masks]
     try:
-        for mask in masks:
-            mask.set_eval_modalities(modalities)
+        set_eval_modalities(module, modalities)
         yield
     finally:
         for mask, previous in zip(masks, before, strict=True):

@@ -61,7 +61,7 @@ def grouped_conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, p
                                transposed, output_padding, groups, output_mask, out_shape, **kwargs) -> int:
     """FLOPs of ``aten.convolution_backward``, torch's formula with its weight-gradient term
     divided by ``groups``. torch 2.14 counts that term as one dense convolution over all input
-    channels, ``groups`` times the work a grouped convolution does: 64x to 1152x too much for
+    channels, ``groups`` times the work a grouped convolution does: 32x to 1152x too much for
     each depthwise convolution of an EfficientNet (its input-gradient term is right). The fix
     proposed upstream (pytorch/pytorch#183405) divides by ``groups`` the same way; a test
     checks the result against the grouped convolution split into ``groups`` dense ones."""
