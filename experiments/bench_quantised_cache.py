@@ -15,7 +15,11 @@ Reports per dtype: the bytes of the cache files the runs read (values + int8 sca
 manifests, checked against the fingerprints in results.json) and their ratio to float16, the
 resident feature bytes training counted (``feature_bytes``: the entries the adapter reads),
 test HR@10 / NDCG@10 (mean ± std over seeds) and the relative change of mean NDCG@10 against
-float16 from the same seeds, and the same for validation NDCG@10 at the selected epoch.
+float16 from the same seeds, and the same for validation NDCG@10 at the selected epoch. With
+float16 in ``--dtypes``, a second table holds quantisation alone, without the training noise
+that moves a run's test NDCG@10 by several % from seed to seed: each float16 run's best
+checkpoint tested on the features of every other dtype (``recsys-eval cache_dtype=<dtype>``,
+its log beside the run), and the change against the same run on float16, paired by seed.
 ``float32`` may be added to ``--dtypes``, but it is encoded, not converted (the encoder runs
 once more). Writes
 ``<out>/<data>.{json,md}`` atomically (default out: experiments/results/cpu-2core/quantised_cache).
@@ -26,6 +30,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from recsys_train_run import mean_std, train_run
@@ -74,6 +81,50 @@ def summary(runs: list[dict]) -> dict:
     }
 
 
+def served(run_dir: Path, dtype: str) -> dict:
+    """The float16 run in ``run_dir`` tested, val and test, on its features stored as ``dtype``
+    (``recsys-eval cache_dtype=<dtype>``): its eval.json."""
+    with open(run_dir.parent / f"{run_dir.name}.eval_{dtype}.log", "w") as log:
+        subprocess.run([str(Path(sys.executable).parent / "recsys-eval"), f"run_dir={run_dir}",
+                        f"cache_dtype={dtype}"], check=True, stdout=log, stderr=subprocess.STDOUT,
+                       env=os.environ | {"WANDB_MODE": "disabled"})
+    return json.loads((run_dir / "eval.json").read_text())
+
+
+def served_summary(float16_runs: dict[Path, dict], dtype: str) -> dict:
+    """Metrics of the float16 runs (run dir -> results.json) tested on ``dtype`` features, and
+    their NDCG@10 change against the same runs' own (mean, std over seeds)."""
+    per_seed = {}
+    for run_dir, results in float16_runs.items():
+        evaluated = served(run_dir, dtype)
+        figures = {f"{stage} {m}": evaluated[stage][m] for stage in STAGES for m in METRICS}
+        for stage in STAGES:
+            own = results["metrics"][stage]["ndcg@10"]
+            figures[f"{stage} ndcg@10 vs float16"] = evaluated[stage]["ndcg@10"] / own - 1
+        per_seed[results["seed"]] = figures
+    seeds = list(per_seed.values())
+    return {**{key: mean_std([seed[key] for seed in seeds]) for key in seeds[0]}, "per_seed": per_seed}
+
+
+def served_table(rows: dict[str, dict]) -> str:
+    """The float16 models on each dtype's features (rows with ``served``)."""
+    lines = ["", "## Quantisation alone: the float16 runs tested on each dtype's features", "",
+             "Each seed's float16 checkpoint, tested again on the same features stored as the "
+             "dtype (`recsys-eval cache_dtype=<dtype>`); changes are paired by seed.", "",
+             "| cache.dtype | test HR@10 | test NDCG@10 | NDCG@10 vs float16 | val NDCG@10 "
+             "| val NDCG@10 vs float16 |", "|---|---|---|---|---|---|"]
+    for dtype, row in rows.items():
+        if "served" in row:
+            figures = row["served"]
+            cells = [f"{figures[key][0]:.4f} ± {figures[key][1]:.4f}"
+                     for key in ("test hr@10", "test ndcg@10")]
+            cells.insert(2, "{:+.2%} ± {:.2%}".format(*figures["test ndcg@10 vs float16"]))
+            cells += [f"{figures['val ndcg@10'][0]:.4f} ± {figures['val ndcg@10'][1]:.4f}",
+                      "{:+.2%} ± {:.2%}".format(*figures["val ndcg@10 vs float16"])]
+            lines.append("| " + " | ".join([dtype, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def table(data: str, seeds: list[int], rows: dict[str, dict]) -> str:
     base = rows.get("float16")
     lines = [f"# Quantised caches: {data}, seeds {seeds}", "",
@@ -95,18 +146,24 @@ def table(data: str, seeds: list[int], rows: dict[str, dict]) -> str:
 def bench(data: str, overrides: list[str], dtypes: list[str], seeds: list[int], work: Path, out: Path
           ) -> None:
     """Train ``data`` in each of ``dtypes`` with each of ``seeds``; write ``<out>/<data>.{json,md}``."""
-    rows = {}
+    rows, float16_runs = {}, {}
     for dtype in dtypes:
-        runs = [train_run(data, seed, [*overrides, f"cache.dtype={dtype}"], work / data / f"{dtype}_s{seed}")
-                for seed in seeds]
+        run_dirs = [work / data / f"{dtype}_s{seed}" for seed in seeds]
+        runs = [train_run(data, seed, [*overrides, f"cache.dtype={dtype}"], run_dir)
+                for seed, run_dir in zip(seeds, run_dirs, strict=True)]
         rows[dtype] = summary(runs)
+        if dtype == "float16":
+            float16_runs = dict(zip(run_dirs, runs, strict=True))
         print(data, dtype, json.dumps({k: v for k, v in rows[dtype].items() if k != "per_seed"}), flush=True)
     if "float16" in rows:
         for stage, key in (("test", "ndcg@10 vs float16"), ("val", "val ndcg@10 vs float16")):
             base = rows["float16"][f"{stage} ndcg@10"][0]
             for row in rows.values():
                 row[key] = row[f"{stage} ndcg@10"][0] / base - 1
-    report = table(data, seeds, rows)
+        for dtype, row in rows.items():
+            if dtype != "float16":
+                row["served"] = served_summary(float16_runs, dtype)
+    report = table(data, seeds, rows) + (served_table(rows) if float16_runs else "")
     record = {"data": data, "seeds": seeds, "overrides": overrides, "dtypes": rows}
     write_json_atomic(out / f"{data}.json", record)
     write_text_atomic(out / f"{data}.md", report)

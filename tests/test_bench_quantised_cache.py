@@ -1,6 +1,7 @@
 """experiments/bench_quantised_cache.py --smoke: float16 and int8 runs through recsys-train on
 the small synthetic dataset, int8 converted from the float16 cache, both reported against
-float16, and a second call reuses the complete runs."""
+float16, the float16 run also tested on int8 features (recsys-eval cache_dtype), and a second call
+reuses the complete runs."""
 
 import json
 import sys
@@ -30,6 +31,14 @@ def test_smoke_mode_reports_each_dtype_against_float16_and_reuses_the_runs(tmp_p
     assert (tmp_path / "data" / "cache" / "synthetic" / "int8" / "minilm.scales.npy").is_file()
     table = (tmp_path / "out" / "synthetic.md").read_text()
     assert "| int8 |" in table and "| float16 |" in table and "+0.00%" in table
+    # The float16 run tested on int8 features: recsys-eval's figures, against its own.
+    served = int8["served"]
+    evaluated = json.loads((tmp_path / "work" / "synthetic" / "float16_s0" / "eval.json").read_text())
+    assert evaluated["cache_dtype"] == "int8"
+    assert served["test ndcg@10"] == [evaluated["test"]["ndcg@10"], 0.0]
+    own = float16["test ndcg@10"][0]
+    assert served["test ndcg@10 vs float16"][0] == pytest.approx(evaluated["test"]["ndcg@10"] / own - 1)
+    assert "served" not in float16 and "## Quantisation alone" in table
 
     bench_quantised_cache.main(argv)  # the same runs again: reused
     assert "skipping" in (tmp_path / "work" / "synthetic" / "int8_s0.log").read_text()

@@ -2,8 +2,9 @@
 its error bound, bfloat16 / float8 bit patterns load back exactly, recsys-cache converts the
 float16 cache (equal to convert_cache, without running the encoder again), the manifest
 records the scheme and its checksum covers the scales, a cache of another dtype is never
-reused or read as float16, FeatureStore.gather dequantises, and recsys-train trains from an
-int8 cache."""
+reused or read as float16, FeatureStore.gather dequantises, recsys-train trains from an
+int8 cache, and recsys-eval tests a run on another dtype of the same features (cache_dtype)
+and refuses one converted from another float16 cache."""
 
 import json
 import typing
@@ -32,6 +33,8 @@ from recsys.cache.manifest import (
 )
 from recsys.cache.store import load_feature_store
 from recsys.data.processed import ITEMS_SCHEMA
+from recsys.train.restore import restore_run
+from recsys.train.run_dir import RunDirError
 
 CONVERTED = [d for d in CODECS if d not in ENCODED]
 WIDTHS = [16, 8, 16]  # entry 1 is narrower: zero-padded past column 8
@@ -275,3 +278,25 @@ def test_recsys_train_reads_the_int8_cache_of_its_config(tmp_path, run_cli, smal
     assert manifest["dtype"] == "int8" and read_json(cache_dir / "minilm.json")["dtype"] == "float16"
     assert results["inputs"]["cache_fingerprints"] == {"text": manifest_fingerprint(manifest)}
     assert results["metrics"]["test"]["ndcg@10"] > 0
+
+    # Tested on its own dtype: the run's figures; on float16, the source of its int8 cache: the
+    # same features in other storage, no input change.
+    evaluate = [f"run_dir={run_dir}", "stages=[test]", "accelerator=cpu", "cache_dtype=int8"]
+    run_cli("recsys-eval", evaluate, tmp_path)
+    own = json.loads((run_dir / "eval.json").read_text())
+    assert own["cache_dtype"] == "int8" and own["test"] == pytest.approx(results["metrics"]["test"])
+    run_cli("recsys-eval", [*evaluate[:-1], "cache_dtype=float16"], tmp_path)
+    served = json.loads((run_dir / "eval.json").read_text())
+    assert served["cache_dtype"] == "float16" and served["changed_inputs"] == []
+    assert served["test"]["ndcg@10"] > 0 and served["test"] != own["test"]
+
+    # A bfloat16 cache that names another float16 source holds other features: refused.
+    run_cli("recsys-cache", [f"paths.data_dir={tmp_path / 'data'}", *small_synthetic, "encoder/image=none",
+                             "cache.dtype=bfloat16", "cache.progress_bar=false"], tmp_path)
+    bfloat16 = cache_dir / "bfloat16" / "minilm.json"
+    assert restore_run(run_dir, cache_dtype="bfloat16").changed_inputs == []
+    record = read_json(bfloat16)
+    record["build"]["converted_from"]["fingerprint"] = "0" * 64
+    write_json_atomic(bfloat16, record)
+    with pytest.raises(RunDirError, match=r"cache_sources\.text: trained on '[0-9a-f]{64}', now '0{64}'"):
+        restore_run(run_dir, cache_dtype="bfloat16")

@@ -172,6 +172,8 @@ def test_eval_export_cache_and_prep_configs_are_checked(tmp_path):
         _checked("eval", ["run_dir=/x", "eval.tie_policy=bogus"], tmp_path)
     with pytest.raises(ConfigError, match="stages.0: 'train'"):
         _checked("eval", ["run_dir=/x", "stages=[train]"], tmp_path)
+    with pytest.raises(ConfigError, match="cache_dtype: 'int4'"):
+        _checked("eval", ["run_dir=/x", "cache_dtype=int4"], tmp_path)
     with pytest.raises(ConfigError, match="cache.residency: 'gpu'"):
         _checked("cache", ["cache.residency=gpu"], tmp_path)
     with pytest.raises(ConfigError, match="data.on_error: 'ignore'"):

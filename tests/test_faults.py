@@ -24,9 +24,10 @@ from recsys.config.schema import ConfigError
 from recsys.train.checkpoint_io import load_checkpoint
 from recsys.train.restore import restore_run
 
-# ~370 steps per epoch (batch 8): long enough to be killed inside one.
+# ~370 steps per epoch (batch 8): long enough to be killed inside one; two epochs, so a run killed
+# in its last epoch has one checkpointed epoch behind it and one to resume.
 LONG_EPOCHS = ["data.raw.n_users=3000", "data.raw.n_items=80", "data.raw.max_length=12", "data.batch_size=8",
-               "trainer.max_epochs=3", "trainer.deterministic=true", "~callbacks.early_stopping"]
+               "trainer.max_epochs=2", "trainer.deterministic=true", "~callbacks.early_stopping"]
 
 
 def _start(args: list, cwd: Path) -> subprocess.Popen:
@@ -111,7 +112,7 @@ def test_sigterm_and_sigint_write_an_interrupted_results_json(stop, status, tmp_
                                                               cpu_run, id_only):
     run_dir = tmp_path / "run"
     args = [f"paths.data_dir={tmp_path / 'data'}", *small_synthetic, *cpu_run, *id_only, *LONG_EPOCHS,
-            "data.raw.n_users=1000", f"hydra.run.dir={run_dir}"]  # epoch 0 of 3 ends, then the signal
+            "data.raw.n_users=1000", f"hydra.run.dir={run_dir}"]  # epoch 0 of 2 ends, then the signal
     proc = _start(args, tmp_path)
     _wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), proc)  # training, epoch 1
     proc.send_signal(stop)

@@ -142,6 +142,14 @@ def manifest_fingerprint(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def source_fingerprint(manifest: dict[str, Any]) -> str:
+    """The ``manifest_fingerprint`` of the cache whose features ``manifest``'s cache holds: for
+    a converted cache its float16 source (``build.converted_from``), else its own. Two caches
+    with the same source hold the same features in other storage (float16, int8, ...)."""
+    converted_from = manifest.get("build", {}).get("converted_from")
+    return converted_from["fingerprint"] if converted_from else manifest_fingerprint(manifest)
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object at ``path``, or None if the file does not exist (a file that is not
     valid JSON raises ``json.JSONDecodeError``; recsys.cache.integrity reads manifests)."""

@@ -5,13 +5,15 @@
     recsys-eval run_dir=... eval.mask_target_in_history=false   # the other masking protocol
     recsys-eval run_dir=... 'eval.ann={kind: hnsw}'      # + ranked through an HNSW index: test/ann_hr@10
     recsys-eval run_dir=... devices=4 strategy=ddp     # users sharded over 4 GPUs
+    recsys-eval run_dir=... cache_dtype=int8           # its float16 features served as int8
 
 Restores exactly the run's checkpoint (the file results.json records, verified by hash) with
 the config it carries, refuses when the data or caches it was trained on changed since
 (`on_changed_inputs=warn` goes on; see recsys.train.restore), runs full-ranking evaluation
 with the run's own evaluation settings (each `eval.*` given here replaces one) and writes
-`<run_dir>/eval.json` (atomically): the metrics, the settings, the checkpoint file and its
-sha256, and any input change it went on despite.
+`<run_dir>/eval.json` (atomically): the metrics, the settings, the cache dtype read (another
+with `cache_dtype`: the same features in another storage, recsys.train.restore), the checkpoint
+file and its sha256, and any input change it went on despite.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from recsys.atomic_io import write_json_atomic
 from recsys.cache.file_fingerprint import file_sha256
 from recsys.cli import CONFIG_PATH, refusals_exit
 from recsys.config.schema import check_config
+from recsys.train.builders import cached_encoders
 from recsys.train.restore import restore_run
 
 log = logging.getLogger(__name__)
@@ -37,14 +40,16 @@ def evaluate(
     run_dir: str | Path, checkpoint: str, stages: list[str], overrides: DictConfig
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``'s checkpoint on ``stages``; returns {"val": {...}, "test": {...},
-    "eval": the evaluation settings used, "checkpoint": {"file", "sha256"}, "changed_inputs"}.
-    ``overrides`` is the composed eval config: its non-null ``eval.*`` replace the run's own,
-    its ``data.*`` (if any) are merged in, ``on_changed_inputs`` is passed on."""
+    "eval": the evaluation settings used, "cache_dtype": the dtype of the caches read (null:
+    none), "checkpoint": {"file", "sha256"}, "changed_inputs"}. ``overrides`` is the composed
+    eval config: its non-null ``eval.*`` replace the run's own, its ``data.*`` (if any) are
+    merged in, ``on_changed_inputs`` and ``cache_dtype`` are passed on."""
     run_dir = Path(run_dir)
     given = OmegaConf.to_container(overrides.eval, resolve=True) if "eval" in overrides else {}
     chosen = {k: v for k, v in given.items() if v is not None}
     merge = {"eval": chosen, "data": overrides.get("data") or {}}
-    run = restore_run(run_dir, checkpoint, merge, overrides.get("on_changed_inputs", "refuse"))
+    run = restore_run(run_dir, checkpoint, merge, overrides.get("on_changed_inputs", "refuse"),
+                      cache_dtype=overrides.get("cache_dtype"))
     cfg, dm, module = run.config, run.datamodule, run.module
     trainer = pl.Trainer(
         accelerator=overrides.accelerator,
@@ -59,6 +64,7 @@ def evaluate(
         "checkpoint": {"file": str(run.checkpoint), "sha256": file_sha256(run.checkpoint)},
         "changed_inputs": run.changed_inputs,
         "eval": OmegaConf.to_container(cfg.eval),
+        "cache_dtype": cfg.cache.dtype if cached_encoders(cfg) else None,
     }
     for stage in stages:
         run = trainer.validate if stage == "val" else trainer.test

@@ -256,6 +256,7 @@ class EvalJob(Section):
     run_dir: str
     checkpoint: str = "best"
     on_changed_inputs: Literal["refuse", "warn"] = "refuse"
+    cache_dtype: CacheDtype | None = None  # the run's caches read as this dtype (restore_run)
     stages: Annotated[list[Literal["val", "test"]], Field(min_length=1)] = ["val", "test"]
     accelerator: str = "auto"
     devices: PositiveInt | Literal["auto"] = 1

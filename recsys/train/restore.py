@@ -15,7 +15,9 @@
    (``recsys.train.builders``) and compares the data and cache fingerprints the checkpoint
    was trained on (``checkpoint["inputs"]``) with today's: a difference (a re-prepared
    dataset, a rebuilt cache) is refused with ``RunDirError`` naming each one, unless
-   ``on_changed_inputs="warn"``;
+   ``on_changed_inputs="warn"``; under ``cache_dtype`` the caches are compared by the float16
+   cache their features come from (``source_fingerprint``), so another dtype of the same
+   features is no change and a rebuilt source still is;
 4. loads the weights.
 
 Used by ``recsys-eval`` and ``recsys-export``.
@@ -31,9 +33,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from recsys.cache.codecs import SOURCE_DTYPE
+from recsys.cache.integrity import read_manifest
+from recsys.cache.manifest import CachePaths, dtype_dir, manifest_fingerprint, source_dir, source_fingerprint
+from recsys.config.differences import differences
 from recsys.config.schema import check_config
 from recsys.data.datamodule import SequenceDataModule
-from recsys.train.builders import build_datamodule, build_item_source, build_module
+from recsys.train.builders import build_datamodule, build_item_source, build_module, cached_encoders
 from recsys.train.checkpoint_io import load_checkpoint
 from recsys.train.module import RecommenderModule
 from recsys.train.run_dir import RunDirError, inputs_changes, read_results, recorded_checkpoint
@@ -81,14 +87,54 @@ def _checkpoint_file(run_dir: Path, checkpoint: str, results: Mapping[str, Any] 
     return path
 
 
+def reading_cache_dtype(cfg: DictConfig, dtype: str) -> DictConfig:
+    """``cfg`` reading the ``dtype`` form of its caches: the float16 caches it read (or the
+    source of the converted ones it read), as stored in their ``dtype_dir``."""
+    own = cfg.cache.dtype
+    float16_dir = cfg.cache.dir if own == SOURCE_DTYPE else str(source_dir(cfg.cache.dir, own))
+    return OmegaConf.merge(cfg, {"cache": {"dtype": dtype, "dir": dtype_dir(float16_dir, dtype)}})
+
+
+def _cache_sources(cfg: DictConfig, recorded: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """modality -> ``source_fingerprint`` of each cache ``cfg`` reads, from the manifests on
+    disk now (None: no cache). With ``recorded`` (modality -> the fingerprint a checkpoint
+    read): the recorded one's source when that cache is still on disk as it was, else the
+    recorded fingerprint itself (its source is then unknown, and matches nothing converted)."""
+    sources: dict[str, str | None] = {}
+    for modality, enc in cached_encoders(cfg).items():
+        manifest = read_manifest(CachePaths.of(cfg.cache.dir, enc["name"]))
+        if recorded is None:
+            sources[modality] = manifest and source_fingerprint(manifest)
+        else:
+            unchanged = manifest is not None and manifest_fingerprint(manifest) == recorded.get(modality)
+            sources[modality] = source_fingerprint(manifest) if unchanged else recorded.get(modality)
+    return sources
+
+
+def _changed_inputs(state: Mapping[str, Any], trained: DictConfig, cfg: DictConfig,
+                    today: Mapping[str, Any]) -> list[str]:
+    """What differs between the inputs ``state`` was trained on (with config ``trained``) and
+    ``today``'s, read with ``cfg``: fingerprints, or for caches of another dtype than the
+    trained ones, the float16 caches both come from."""
+    if cfg.cache.get("dtype") == trained.cache.get("dtype"):
+        return inputs_changes(state, today)
+    recorded = state.get("inputs") or {}
+    trained_on = {"data_fingerprint": recorded.get("data_fingerprint"),
+                  "cache_sources": _cache_sources(trained, recorded.get("cache_fingerprints") or {})}
+    now = {"data_fingerprint": today["data_fingerprint"], "cache_sources": _cache_sources(cfg)}
+    return differences(trained_on, now, labels=("trained on", "now")) if recorded else []
+
+
 def restore_run(
     run_dir: str | Path,
     checkpoint: str = "best",
     overrides: Mapping[str, Any] | None = None,
     on_changed_inputs: str = "refuse",
+    cache_dtype: str | None = None,
 ) -> RestoredRun:
     """Rebuild ``run_dir``'s model from ``checkpoint`` (best | last | a path), ``overrides``
-    merged into its config (e.g. other ``eval.*`` settings)."""
+    merged into its config (e.g. other ``eval.*`` settings), reading its caches as
+    ``cache_dtype`` (None: the dtype it was trained on)."""
     if on_changed_inputs not in ON_CHANGED_INPUTS:
         raise ValueError(f"on_changed_inputs {on_changed_inputs!r} not in {ON_CHANGED_INPUTS}")
     run_dir = Path(run_dir)
@@ -98,13 +144,14 @@ def restore_run(
     saved = state.get("hyper_parameters")
     if not saved:
         raise RunDirError(f"{path} carries no run config (hyper-parameters): not a recsys-train checkpoint")
-    cfg = OmegaConf.merge(OmegaConf.create(saved), overrides or {})
-    check_config(cfg, "train", untrusted=True)
+    trained = OmegaConf.merge(OmegaConf.create(saved), overrides or {})
+    check_config(trained, "train", untrusted=True)
+    cfg = trained if cache_dtype is None else reading_cache_dtype(trained, cache_dtype)
     dm = build_datamodule(cfg)
     source, facts = build_item_source(cfg, dm)
     today = {"data_fingerprint": dm.data_fingerprint,
              "cache_fingerprints": facts.get("cache_fingerprints", {})}
-    changed = inputs_changes(state, today)
+    changed = _changed_inputs(state, trained, cfg, today)
     if changed:
         detail = "\n  ".join(changed)
         if on_changed_inputs == "refuse":
