@@ -241,19 +241,22 @@ def test_build_datamodule_takes_the_runs_seed_unless_set(movielens_dir, tmp_path
     assert build_datamodule(cfg).subsample == Subsample(1.0, "random_users", 5)
 
 
-def test_the_data_efficiency_sweep_is_fractions_times_seeds(tmp_path):
+@pytest.mark.parametrize(("experiment", "dataset", "label", "epochs"), [
+    ("data_efficiency", "movielens", "iisan", 20), ("data_efficiency_scientific", "scientific", "iisan_intra", 100)])
+def test_the_data_efficiency_sweep_is_fractions_times_seeds(experiment, dataset, label, epochs, tmp_path):
     from recsys.cli import compose
 
-    cfg = compose("train", ["experiment=data_efficiency"], return_hydra_config=True)
+    cfg = compose("train", [f"experiment={experiment}"], return_hydra_config=True)
     sweeps = {o.key_or_group: o.sweep_string_iterator() for o in OverridesParser.create().parse_overrides(
         [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()])}
     assert {k: list(v) for k, v in sweeps.items()} == {
         "data.subsample.fraction": ["0.1", "0.25", "0.5", "1.0"], "seed": ["0", "1", "2"]}
-    job = job_config("train", ["experiment=data_efficiency", "data.subsample.fraction=0.25"],
+    job = job_config("train", [f"experiment={experiment}", "data.subsample.fraction=0.25"],
                      tmp_path / "run")
     check_config(job, "train")
     assert (job.label, job.data.name, job.adapter.name, job.trainer.max_epochs) == (
-        "iisan", "movielens", "iisan", 20)
+        label, dataset, "iisan", epochs)
+    assert job.data.subsample.fraction == 0.25 and "csv" in job.logger
 
 
 @pytest.mark.slow
