@@ -242,7 +242,9 @@ def test_build_datamodule_takes_the_runs_seed_unless_set(movielens_dir, tmp_path
 
 
 @pytest.mark.parametrize(("experiment", "dataset", "label", "epochs"), [
-    ("data_efficiency", "movielens", "iisan", 20), ("data_efficiency_scientific", "scientific", "iisan_intra", 100)])
+    ("data_efficiency", "movielens", "iisan", 20),
+    ("data_efficiency_scientific", "scientific", "iisan_intra", 100),
+])
 def test_the_data_efficiency_sweep_is_fractions_times_seeds(experiment, dataset, label, epochs, tmp_path):
     from recsys.cli import compose
 
