@@ -249,9 +249,20 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
     results["efficiency"] = (efficiency.summary() if efficiency else {}) | cache_facts | costs
     results["status"] = "complete"
     for logger in loggers:
-        logger.log_metrics(
-            {f"summary/{k}": v for k, v in results["efficiency"].items() if isinstance(v, (int, float))}
-        )
+        logger.log_metrics(_final_metrics(results))
+        logger.save()  # the CSV logger writes what it holds only here (fit's own save is over)
+
+
+def _final_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """What the loggers get once a run is complete: ``summary/<efficiency figure>``, the test
+    metrics per modality subset (``test_by_modalities/<subset>/<metric>``) and after gate pruning
+    (``pruned/test/<metric>``), so a sweep's W&B / CSV records hold what results.json does."""
+    logged = {f"summary/{k}": v for k, v in results["efficiency"].items() if isinstance(v, (int, float))}
+    for subset, metrics in (results["metrics"]["test_by_modalities"] or {}).items():
+        logged |= {f"test_by_modalities/{subset}/{k}": v for k, v in metrics.items()}
+    if results["pruning"] is not None:
+        logged |= {f"pruned/test/{k}": v for k, v in results["pruning"]["test"].items()}
+    return logged
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
