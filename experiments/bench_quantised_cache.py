@@ -2,6 +2,8 @@
 
     python experiments/bench_quantised_cache.py                      # movielens + scientific, 3 seeds
     python experiments/bench_quantised_cache.py --data movielens --seeds 0 --dtypes float16 int8
+    python experiments/bench_quantised_cache.py --data scientific --dtypes float16 int8 \
+        --served-dtypes bfloat16 int8 int8_item_layer float8_e4m3   # caches of each converted already
     python experiments/bench_quantised_cache.py --smoke --work /tmp/w --out /tmp/o   # seconds
 
 For each ``--data`` (``movielens``: ``experiment=demo``, MiniLM + EfficientNet-Lite0;
@@ -18,8 +20,10 @@ test HR@10 / NDCG@10 (mean ± std over seeds) and the relative change of mean ND
 float16 from the same seeds, and the same for validation NDCG@10 at the selected epoch. With
 float16 in ``--dtypes``, a second table holds quantisation alone, without the training noise
 that moves a run's test NDCG@10 by several % from seed to seed: each float16 run's best
-checkpoint tested on the features of every other dtype (``recsys-eval cache_dtype=<dtype>``,
-its log beside the run), and the change against the same run on float16, paired by seed.
+checkpoint tested on the features of each ``--served-dtypes`` entry (default: the other
+``--dtypes``; their caches must exist, as the runs of a dtype convert them) with
+``recsys-eval cache_dtype=<dtype>`` (its log beside the run), and the change against the same
+run on float16, paired by seed; one evaluation, not one training run, per seed and dtype.
 ``float32`` may be added to ``--dtypes``, but it is encoded, not converted (the encoder runs
 once more). Writes
 ``<out>/<data>.{json,md}`` atomically (default out: experiments/results/cpu-2core/quantised_cache).
@@ -106,22 +110,19 @@ def served_summary(float16_runs: dict[Path, dict], dtype: str) -> dict:
     return {**{key: mean_std([seed[key] for seed in seeds]) for key in seeds[0]}, "per_seed": per_seed}
 
 
-def served_table(rows: dict[str, dict]) -> str:
-    """The float16 models on each dtype's features (rows with ``served``)."""
+def served_table(served: dict[str, dict]) -> str:
+    """The float16 models on each dtype's features (dtype -> ``served_summary``)."""
     lines = ["", "## Quantisation alone: the float16 runs tested on each dtype's features", "",
              "Each seed's float16 checkpoint, tested again on the same features stored as the "
              "dtype (`recsys-eval cache_dtype=<dtype>`); changes are paired by seed.", "",
              "| cache.dtype | test HR@10 | test NDCG@10 | NDCG@10 vs float16 | val NDCG@10 "
              "| val NDCG@10 vs float16 |", "|---|---|---|---|---|---|"]
-    for dtype, row in rows.items():
-        if "served" in row:
-            figures = row["served"]
-            cells = [f"{figures[key][0]:.4f} ± {figures[key][1]:.4f}"
-                     for key in ("test hr@10", "test ndcg@10")]
-            cells.insert(2, "{:+.2%} ± {:.2%}".format(*figures["test ndcg@10 vs float16"]))
-            cells += [f"{figures['val ndcg@10'][0]:.4f} ± {figures['val ndcg@10'][1]:.4f}",
-                      "{:+.2%} ± {:.2%}".format(*figures["val ndcg@10 vs float16"])]
-            lines.append("| " + " | ".join([dtype, *cells]) + " |")
+    for dtype, figures in served.items():
+        cells = [f"{figures[key][0]:.4f} ± {figures[key][1]:.4f}" for key in ("test hr@10", "test ndcg@10")]
+        cells.insert(2, "{:+.2%} ± {:.2%}".format(*figures["test ndcg@10 vs float16"]))
+        cells += [f"{figures['val ndcg@10'][0]:.4f} ± {figures['val ndcg@10'][1]:.4f}",
+                  "{:+.2%} ± {:.2%}".format(*figures["val ndcg@10 vs float16"])]
+        lines.append("| " + " | ".join([dtype, *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -143,10 +144,11 @@ def table(data: str, seeds: list[int], rows: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bench(data: str, overrides: list[str], dtypes: list[str], seeds: list[int], work: Path, out: Path
-          ) -> None:
-    """Train ``data`` in each of ``dtypes`` with each of ``seeds``; write ``<out>/<data>.{json,md}``."""
-    rows, float16_runs = {}, {}
+def bench(data: str, overrides: list[str], dtypes: list[str], seeds: list[int], work: Path, out: Path,
+          served_dtypes: list[str] | None = None) -> None:
+    """Train ``data`` in each of ``dtypes`` with each of ``seeds``, test the float16 runs on each
+    of ``served_dtypes`` (None: the other ``dtypes``); write ``<out>/<data>.{json,md}``."""
+    rows, float16_runs, served = {}, {}, {}
     for dtype in dtypes:
         run_dirs = [work / data / f"{dtype}_s{seed}" for seed in seeds]
         runs = [train_run(data, seed, [*overrides, f"cache.dtype={dtype}"], run_dir)
@@ -160,11 +162,11 @@ def bench(data: str, overrides: list[str], dtypes: list[str], seeds: list[int], 
             base = rows["float16"][f"{stage} ndcg@10"][0]
             for row in rows.values():
                 row[key] = row[f"{stage} ndcg@10"][0] / base - 1
-        for dtype, row in rows.items():
+        for dtype in served_dtypes if served_dtypes is not None else dtypes:
             if dtype != "float16":
-                row["served"] = served_summary(float16_runs, dtype)
-    report = table(data, seeds, rows) + (served_table(rows) if float16_runs else "")
-    record = {"data": data, "seeds": seeds, "overrides": overrides, "dtypes": rows}
+                served[dtype] = served_summary(float16_runs, dtype)
+    report = table(data, seeds, rows) + (served_table(served) if served else "")
+    record = {"data": data, "seeds": seeds, "overrides": overrides, "dtypes": rows, "served": served}
     write_json_atomic(out / f"{data}.json", record)
     write_text_atomic(out / f"{data}.md", report)
     print(report)
@@ -174,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", choices=sorted(EXPERIMENTS), default=sorted(EXPERIMENTS))
     parser.add_argument("--dtypes", nargs="+", choices=list(CODECS), default=DTYPES)
+    parser.add_argument("--served-dtypes", nargs="+", choices=list(CODECS), default=None,
+                        help="dtypes the float16 runs are tested on (default: the other --dtypes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--overrides", nargs="*", default=[], help="recsys-train overrides for every run")
     parser.add_argument("--smoke", action="store_true", help="synthetic data, 1 epoch, seed 0, fp16 + int8")
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         plans, args.seeds, args.dtypes = {"synthetic": SMOKE}, [0], ["float16", "int8"]
     for data, overrides in plans.items():
-        bench(data, [*overrides, *args.overrides], args.dtypes, args.seeds, args.work, args.out)
+        bench(data, [*overrides, *args.overrides], args.dtypes, args.seeds, args.work, args.out,
+              args.served_dtypes)
 
 
 if __name__ == "__main__":

@@ -290,6 +290,9 @@ def test_recsys_train_reads_the_int8_cache_of_its_config(tmp_path, run_cli, smal
     assert served["cache_dtype"] == "float16" and served["changed_inputs"] == []
     assert served["test"]["ndcg@10"] > 0 and served["test"] != own["test"]
 
+    with pytest.raises(FileNotFoundError, match=r"no float8_e4m3 text cache .*cache\.dtype=float8_e4m3`"):
+        restore_run(run_dir, cache_dtype="float8_e4m3")  # not converted yet: the command that does it
+
     # A bfloat16 cache that names another float16 source holds other features: refused.
     run_cli("recsys-cache", [f"paths.data_dir={tmp_path / 'data'}", *small_synthetic, "encoder/image=none",
                              "cache.dtype=bfloat16", "cache.progress_bar=false"], tmp_path)

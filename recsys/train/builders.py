@@ -22,6 +22,7 @@ from recsys.adapters import FRAMEWORK_KEYS, SCHEDULE_KEYS, TowerContext, tower_c
 from recsys.adapters.backbone import LiveEncoders
 from recsys.adapters.layer_schedule import select_entries
 from recsys.adapters.modality_mask import set_eval_modalities, set_modality_dropout
+from recsys.cache.codecs import SOURCE_DTYPE
 from recsys.cache.file_fingerprint import media_fingerprint_of
 from recsys.cache.inputs import cache_inputs_fingerprint
 from recsys.cache.integrity import DEFAULT_VERIFY, read_manifest
@@ -104,10 +105,12 @@ def _cached_features(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Any, dict
                 f"{err}: rebuild it with `recsys-cache data={cfg.data.name} encoder/{modality}={enc['name']}`"
             ) from None
         if manifest is None:
+            dtype = cfg.cache.get("dtype", SOURCE_DTYPE)
             raise FileNotFoundError(
-                f"no {modality} cache for encoder {enc['name']!r} in {cfg.cache.dir}: run "
-                f"`recsys-cache data={cfg.data.name} encoder/{modality}={enc['name']}` "
-                "(recsys-train does it itself with prepare=true)"
+                f"no {dtype} {modality} cache for encoder {enc['name']!r} in {cfg.cache.dir}: run "
+                f"`recsys-cache data={cfg.data.name} encoder/{modality}={enc['name']}"
+                + ("" if dtype == SOURCE_DTYPE else f" cache.dtype={dtype}")
+                + "` (recsys-train does it itself with prepare=true)"
             )
         expected[modality] = cache_inputs_fingerprint(manifest["encoder"], records, media)
     opened = open_caches(
