@@ -8,7 +8,8 @@ counted cost and query latency; the failed runs, and the unreadable ones: a trun
 results.json or saved Hydra config, named with its parse error), report.csv (the per-method
 figures), pareto_memory.png, pareto_time.png and pareto_flops.png into --out (default: the
 sweep directory), and prints the markdown. Runs that tested modality subsets
-(``eval.modality_subsets``) add tables of quality per subset (recsys.report.robustness).
+(``eval.modality_subsets``) add tables of quality per subset, and runs that pruned by their gates
+(``prune.gate_threshold``) a gate pruning table (recsys.report.robustness).
 Unreadable runs do not stop the report (exit status 0). A run is a directory with
 results.json or .hydra/; the log directories recsys-eval / recsys-export write inside a run
 are not runs. See recsys.report.
@@ -28,7 +29,7 @@ from recsys.report import (
     save_pareto_plots,
     summarise,
 )
-from recsys.report.robustness import load_subset_metrics, subset_tables
+from recsys.report.robustness import load_pruning, load_subset_metrics, pruning_table, subset_tables
 
 
 def write_report(sweep_dir: Path, out_dir: Path, weights: TPMEWeights) -> str:
@@ -40,6 +41,8 @@ def write_report(sweep_dir: Path, out_dir: Path, weights: TPMEWeights) -> str:
     text = render_report(summary, runs, weights, title=f"Sweep report: {sweep_dir}")
     if subsets := subset_tables(load_subset_metrics(sweep_dir)):
         text += f"\n{subsets}\n"
+    if pruned := pruning_table(load_pruning(sweep_dir)):
+        text += f"\n{pruned}\n"
     write_text_atomic(out_dir / "report.md", text)
     with atomic_path(out_dir / "report.csv") as tmp:
         summary.write_csv(tmp)
