@@ -133,8 +133,8 @@ def test_tpme_uses_the_counted_memory_on_cpu_runs():
     assert summary["peak_memory_mib"].to_list() == [900.0, 1000.0]  # still reported, apart
     assert summary["tpme"].to_list() == [1.0, 0.0]
     text = render_report(summary, runs, TPMEWeights(), "t")
-    assert ("TPME memory: counted training memory (the cost table's train mem) for every method: "
-            "no peak GPU figure for iisan, id") in text
+    assert ("TPME memory: counted training memory (the cost table's train mem): no method has a "
+            "peak GPU figure (a CPU sweep).") in text
     assert "| iisan | 1 | 2 | 3 | 80.0 | 40.0 | 20.0 | 20.0 | 0.40 / 0.80 | 4.00 / 8.00 |" in text
 
 

@@ -183,8 +183,11 @@ def _tpme_memory_note(summary: pl.DataFrame) -> str:
     note = f"TPME memory: {MEMORY_SOURCES[source]}"
     if source == "cuda_max_allocated":
         return f"{note} (every method has it)."
-    lacking = ", ".join(summary.filter(~HAS_GPU_PEAK)["method"])
-    return (f"{note} (the cost table's train mem) for every method: no peak GPU figure for {lacking}, "
+    lacking = summary.filter(~HAS_GPU_PEAK)
+    if lacking.height == summary.height:
+        return f"{note} (the cost table's train mem): no method has a peak GPU figure (a CPU sweep)."
+    names = ", ".join(set_name(row) for row in lacking.iter_rows(named=True))
+    return (f"{note} (the cost table's train mem) for every method: no peak GPU figure for {names}, "
             "and one set is scored on one kind of memory.")
 
 
