@@ -20,6 +20,7 @@ Only complete runs count; a run's modality dropout is its config's ``adapter.mod
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,10 +122,7 @@ def pruning_table(rows: list[dict[str, Any]]) -> str:
     for (dataset, method, dropout, threshold), runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
         modalities = list(runs[0]["gate_weights"])
         gates = ", ".join(f"{m} {_mean_std_of([r['gate_weights'].get(m) for r in runs])}" for m in modalities)
-        pruned: dict[str, int] = {}
-        for run in runs:
-            key = "+".join(run["pruned"]) or "none"
-            pruned[key] = pruned.get(key, 0) + 1
+        pruned = Counter("+".join(run["pruned"]) or "none" for run in runs)
         table.append([dataset, method, f"{dropout:g}", f"{threshold:g}", len(runs), gates,
                       ", ".join(f"{k} ({n})" for k, n in pruned.items()),
                       *(_mean_std_of([r[k] for r in runs]) for k in ("ndcg_all", "ndcg_pruned")),
