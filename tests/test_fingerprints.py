@@ -1,5 +1,6 @@
 """Nothing stale: media files enter the prep and cache fingerprints by stat or content, each
-cache is keyed by exactly what its encoder reads, and a run can name the caches it read."""
+cache is keyed by exactly what its encoder reads, and a run can name the caches it read; a
+rebuild that writes the same features (media re-laid out with new mtimes) still names them."""
 
 import io
 import os
@@ -13,14 +14,16 @@ from conftest import job_config, one_user_dataset
 from PIL import Image
 
 from data_prep.prep import run as prep
+from recsys.cache.convert import convert_cache
 from recsys.cache.file_fingerprint import directory_fingerprint, file_fingerprint
 from recsys.cache.inputs import cache_inputs_fingerprint, encoder_fields, inputs_fingerprint
 from recsys.cache.integrity import current_cache_fingerprint, read_manifest
-from recsys.cache.manifest import CacheMismatchError, CachePaths, manifest_fingerprint
+from recsys.cache.manifest import CacheMismatchError, CachePaths, known_fingerprints, manifest_fingerprint
 from recsys.cache.store import load_feature_store
 from recsys.cli.cache import build_caches
 from recsys.data.processed import ITEMS_SCHEMA, ProcessedDataset
 from recsys.train.builders import build_datamodule, build_item_source
+from recsys.train.run_dir import inputs_changes
 
 N_ITEMS = 5
 
@@ -238,3 +241,44 @@ def test_training_facts_name_the_caches_read(posters, tmp_path):
     ids = job_config("train", [f"data.processed_dir={processed}", "adapter=id", "encoder/text=none",
                                "encoder/image=none", "data.protocol.window=3"])
     assert build_item_source(ids, build_datamodule(ids))[1]["cache_fingerprints"] == {}
+
+
+def test_a_bit_identical_rebuild_still_names_the_runs_earlier_builds(posters, tmp_path):
+    processed = save_items(tmp_path / "processed", TITLES, posters)
+    cache_dir = tmp_path / "cache"
+    cfg = cache_config(processed, cache_dir, "encoder/text=none")
+    first = build_caches(cfg)["image"]
+    first_int8 = convert_cache(cache_dir, "efficientnet_lite0", "int8")
+    trained = {"inputs": {"data_fingerprint": "d",
+                          "cache_fingerprints": {"image": manifest_fingerprint(first)}}}
+
+    def today(manifest: dict) -> dict:
+        return {"data_fingerprint": "d", "cache_fingerprints": {"image": manifest_fingerprint(manifest)}}
+
+    for poster in posters.iterdir():  # re-laid out: same bytes, new mtimes
+        os.utime(poster, ns=(poster.stat().st_atime_ns, poster.stat().st_mtime_ns + 10**9))
+    second = build_caches(cfg)["image"]
+    assert not second["build"]["reused"] and second["checksum"] == first["checksum"]
+    assert manifest_fingerprint(second) != manifest_fingerprint(first)
+    assert second["same_features_as"] == [manifest_fingerprint(first)]
+    assert known_fingerprints(second) == {manifest_fingerprint(first), manifest_fingerprint(second)}
+    assert inputs_changes(trained, today(second), {"image": second["same_features_as"]}) == []
+    assert inputs_changes(trained, today(second)) != []  # without the record: a changed cache
+    second_int8 = convert_cache(cache_dir, "efficientnet_lite0", "int8")  # its source changed
+    assert not second_int8["build"]["reused"]
+    assert second_int8["same_features_as"] == [manifest_fingerprint(first_int8)]
+
+    for poster in posters.iterdir():  # again: every earlier build is still known
+        os.utime(poster, ns=(poster.stat().st_atime_ns, poster.stat().st_mtime_ns + 10**9))
+    third = build_caches(cfg)["image"]
+    assert third["same_features_as"] == sorted(known_fingerprints(second))
+    train = job_config("train", [f"data.processed_dir={processed}", f"cache.dir={cache_dir}",
+                                 "encoder/text=none", "adapter=frozen", "data.protocol.window=3",
+                                 "encoder.image.resolution=64"])
+    facts = build_item_source(train, build_datamodule(train))[1]
+    assert facts["cache_same_features_as"] == {"image": third["same_features_as"]}
+
+    shutil.copyfile(posters / "2.jpg", posters / "1.jpg")  # other features: no longer the same
+    fourth = build_caches(cfg)["image"]
+    assert fourth["checksum"] != third["checksum"] and "same_features_as" not in fourth
+    assert inputs_changes(trained, today(fourth), {"image": []}) != []

@@ -1,12 +1,14 @@
 """One run directory, one model (recsys.train.run_dir, recsys.train.restore, checkpoint_io):
 a retried job continues its run instead of writing best-v1.ckpt beside it; another config is
 refused; recsys-eval / recsys-export load exactly the checkpoint results.json records and
-refuse a replaced one or changed data; a second process on a run directory is refused;
-a failed checkpoint write leaves the previous checkpoint whole and a failed results.json."""
+refuse a replaced one or changed data, not a cache rebuilt bit-identically; a second process
+on a run directory is refused; a failed checkpoint write leaves the previous checkpoint whole
+and a failed results.json."""
 
 import errno
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import torch
 from conftest import CPU_RUN, ID_ONLY, SMALL_SYNTHETIC, job_config
 
 from recsys.cache.file_fingerprint import file_sha256
+from recsys.cache.manifest import CacheMismatchError
 from recsys.cli.evaluate import evaluate
 from recsys.cli.train import train
 from recsys.locking import exclusive
@@ -195,6 +198,28 @@ def test_eval_refuses_a_cache_rebuilt_differently_after_training(tmp_path: Path)
                                       "cache.progress_bar=false"]))  # same file, other features
     with pytest.raises(RunDirError, match=r"other data or caches .*\n  cache_fingerprints\.text: "):
         _evaluate(run)
+
+
+def test_a_run_outlives_a_bit_identical_rebuild_of_its_cache(tmp_path: Path):
+    """Media re-laid out with new mtimes: the cache is rebuilt (stat fingerprint) with the same
+    bytes, and the run is still evaluated, on its dtype and on another one, as trained."""
+    from recsys.cli.cache import run as build_caches
+
+    data = [f"paths.data_dir={tmp_path / 'data'}", *SMALL_SYNTHETIC, "encoder/text=none",
+            "cache.progress_bar=false", "encoder.image.resolution=64"]
+    run = tmp_path / "run"
+    results = train(job_config("train", [*data, *CPU_RUN, "adapter=iisan_intra"], run))
+    images = sorted((tmp_path / "data").rglob("*.png"))
+    assert images
+    for image in images:
+        os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    with pytest.raises(CacheMismatchError, match="other media files"):
+        _evaluate(run)
+    rebuilt = build_caches(job_config("cache", data))["image"]
+    assert rebuilt["same_features_as"] == [results["inputs"]["cache_fingerprints"]["image"]]
+    assert _evaluate(run)["test"] == pytest.approx(results["metrics"]["test"])
+    build_caches(job_config("cache", [*data, "cache.dtype=int8"]))
+    assert restore_run(run, cache_dtype="int8").changed_inputs == []
 
 
 def test_a_run_made_before_a_key_existed_is_the_same_run_as_its_old_behaviour():

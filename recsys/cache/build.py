@@ -46,13 +46,20 @@ from tqdm.auto import tqdm
 
 from recsys.atomic_io import write_json_atomic
 from recsys.cache.codecs import codec
-from recsys.cache.integrity import DEFAULT_VERIFY, array_checksum, open_arrays, read_manifest
+from recsys.cache.integrity import (
+    DEFAULT_VERIFY,
+    array_checksum,
+    open_arrays,
+    previous_manifest,
+    read_manifest,
+)
 from recsys.cache.manifest import (
     CacheMismatchError,
     CachePaths,
     manifest_diff,
     manifest_key,
     read_json,
+    replacing,
 )
 from recsys.encoders.base import FrozenEncoder
 from recsys.locking import exclusive
@@ -211,6 +218,7 @@ def build_cache(
     key = manifest_key(encoder.identity(), fingerprint, shape, dtype, autocast)
 
     with exclusive(paths.lock, f"cache {paths.features}", lock_wait_s):
+        previous = previous_manifest(paths)
         found = reusable(paths, key, on_mismatch, verify)
         if found is not None:
             log.info("reusing cache %s (manifest and checksum match, nothing recomputed)", paths.features)
@@ -230,6 +238,7 @@ def build_cache(
                 "failed": progress["failed"],
             },
         }
+        manifest = replacing(manifest, previous)
         write_json_atomic(paths.manifest, manifest)
         paths.progress.unlink()
     log.info("built %s %s in %.1f s (%.1f items/s)", paths.features, shape, seconds, n / max(seconds, 1e-9))

@@ -41,13 +41,20 @@ import numpy as np
 from recsys.atomic_io import write_json_atomic
 from recsys.cache.build import ON_MISMATCH, reusable
 from recsys.cache.codecs import SOURCE_DTYPE, Codec, codec
-from recsys.cache.integrity import DEFAULT_VERIFY, array_checksum, open_arrays, read_manifest
+from recsys.cache.integrity import (
+    DEFAULT_VERIFY,
+    array_checksum,
+    open_arrays,
+    previous_manifest,
+    read_manifest,
+)
 from recsys.cache.manifest import (
     CacheMismatchError,
     CachePaths,
     dtype_dir,
     manifest_fingerprint,
     manifest_key,
+    replacing,
 )
 from recsys.locking import exclusive
 
@@ -136,6 +143,7 @@ def convert_cache(
         source, values = _source(source_paths, verify)
         key = manifest_key(source["encoder"], source["inputs_fingerprint"], source["shape"], dtype,
                            source["autocast"])
+        previous = previous_manifest(paths)
         found = reusable(paths, key, on_mismatch, verify)
         if found is not None:
             log.info("reusing cache %s (manifest and checksum match, nothing converted)", paths.features)
@@ -160,6 +168,7 @@ def convert_cache(
                                    "seconds": round(seconds, 3)},
             },
         }
+        manifest = replacing(manifest, previous)
         write_json_atomic(paths.manifest, manifest)
     log.info("converted %s to %s %s in %.1f s", source_paths.features, dtype, paths.features, seconds)
     return {**manifest, "build": {**manifest["build"], "reused": False}}

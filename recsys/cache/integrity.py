@@ -117,6 +117,15 @@ def read_manifest(paths: CachePaths) -> dict[str, Any] | None:
     return manifest
 
 
+def previous_manifest(paths: CachePaths) -> dict[str, Any] | None:
+    """The manifest of the cache at ``paths`` that a build is about to replace: None when
+    there is none or it is broken (``read_manifest`` refuses it)."""
+    try:
+        return read_manifest(paths)
+    except CacheMismatchError:
+        return None
+
+
 def _checked(path: Path, expected: dict[str, Any], manifest: Path, verify: str) -> np.ndarray:
     """Read-only memmap of ``path`` once its size (and sha256, ``verify="checksum"``) are
     the ``expected`` ones; CacheMismatchError naming the file otherwise."""

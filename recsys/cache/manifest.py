@@ -15,7 +15,8 @@ recsys/cache/codecs.py), for int8 ``<name>.scales.npy`` (float32, broadcast agai
                 (how to read the .npy back: ``Codec.storage``; absent in caches written before
                  it, all float16 or float32),
      "build": {"seconds": s, "items_per_second": r, "device": "cpu", "missing": m,
-               "failed": f, "converted_from": {...} (a converted cache: recsys/cache/convert.py)}}
+               "failed": f, "converted_from": {...} (a converted cache: recsys/cache/convert.py)},
+     "same_features_as": ["<manifest_fingerprint>", ...] (absent when empty)}
 
 Only the first six keys identify a cache (``KEY_FIELDS``): ``dtype`` tells the storage, so an
 int8 cache is never taken for a float16 one; ``inputs_fingerprint`` covers exactly what the
@@ -24,7 +25,11 @@ recsys/cache/inputs.py), so a changed poster rebuilds the image cache and not th
 ``checksum`` is what the files must hash to (checked on reuse and at loading:
 recsys/cache/integrity.py); ``complete`` and ``build`` are facts about one build.
 ``manifest_fingerprint`` digests the key and the checksum (the scales' included): what a
-training run read.
+training run read. A rebuild that writes bit-identical arrays under another key (media files
+re-laid out with new mtimes change the stat-based inputs fingerprint, not the features)
+lists the fingerprints of the builds it replaced in ``same_features_as``
+(``replacing``), so runs trained on them still resume and restore
+(``known_fingerprints``): what they read is byte for byte on disk.
 
 Where: the float16 caches of a dataset in its cache directory (``cache.dir``, by default
 ``${paths.data_dir}/cache/${data.name}``), every other dtype in ``<that>/<dtype>/``
@@ -53,6 +58,8 @@ from recsys.errors import Refused
 
 FORMAT = 3
 KEY_FIELDS = ("format", "encoder", "dtype", "shape", "inputs_fingerprint", "autocast")
+#: What the arrays hold and how they were made: equal in two manifests = the same features.
+FEATURES_FIELDS = ("format", "encoder", "dtype", "shape", "autocast", "checksum")
 
 
 class CacheMismatchError(Refused):
@@ -140,6 +147,22 @@ def manifest_fingerprint(manifest: dict[str, Any]) -> str:
         raise ValueError(f"manifest lacks {missing}: not a complete format-{FORMAT} cache manifest")
     payload = json.dumps({f: manifest[f] for f in fields}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def known_fingerprints(manifest: dict[str, Any]) -> set[str]:
+    """The fingerprints a run that read this cache may have recorded: its own and those of the
+    earlier builds of the same features it replaced (``same_features_as``)."""
+    return {manifest_fingerprint(manifest), *manifest.get("same_features_as", ())}
+
+
+def replacing(manifest: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """``manifest`` of a build that replaces the cache ``previous`` described (a complete
+    manifest, or None), with ``same_features_as``: ``previous``'s known fingerprints when
+    both hold the same features (``FEATURES_FIELDS``, the arrays' checksums included)."""
+    if previous is None or any(previous.get(f) != manifest.get(f) for f in FEATURES_FIELDS):
+        return manifest
+    earlier = sorted(known_fingerprints(previous) - {manifest_fingerprint(manifest)})
+    return {**manifest, "same_features_as": earlier} if earlier else manifest
 
 
 def source_fingerprint(manifest: dict[str, Any]) -> str:

@@ -196,7 +196,9 @@ def _run(cfg: DictConfig, results: dict[str, Any]) -> None:
         "data_fingerprint": dm.data_fingerprint,
         "cache_fingerprints": cache_facts.pop("cache_fingerprints", {}),
     }
-    if cfg.ckpt_path and (changed := inputs_changes(load_checkpoint(cfg.ckpt_path), results["inputs"])):
+    same_features_as = cache_facts.pop("cache_same_features_as", {})
+    if cfg.ckpt_path and (changed := inputs_changes(load_checkpoint(cfg.ckpt_path), results["inputs"],
+                                                    same_features_as)):
         raise RunDirError(
             f"{cfg.ckpt_path} was trained on other data or caches than this job's:\n  "
             + "\n  ".join(changed) + "\nstart a fresh run (another hydra.run.dir) on today's data"

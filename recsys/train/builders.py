@@ -129,6 +129,7 @@ def _cached_features(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Any, dict
         "cache_build_s": sum(float(man["build"]["seconds"]) for man in manifests.values()),
         "cache_bytes": sum(int(man["checksum"]["bytes"]) for man in manifests.values()),
         "cache_fingerprints": {m: manifest_fingerprint(man) for m, man in manifests.items()},
+        "cache_same_features_as": {m: man.get("same_features_as", []) for m, man in manifests.items()},
     }
     store = feature_store(opened, layers, residency=cfg.cache.residency)
     log.info("features: %s", {m: (layers[m], store.widths[m]) for m in store.modalities})
@@ -139,8 +140,11 @@ def build_item_source(cfg: DictConfig, dm: SequenceDataModule) -> tuple[Any, dic
     """What the adapter's tower reads (``ItemTower.reads``): a ``FeatureStore`` of the cached
     hidden states, ``LiveEncoders``, or None; and the cache facts for results.json
     (``cache_build_s``, ``cache_bytes``, null without a cache; ``cache_fingerprints``:
-    modality -> ``manifest_fingerprint`` of the cache read, {} without one)."""
-    no_cache = {"cache_build_s": None, "cache_bytes": None, "cache_fingerprints": {}}
+    modality -> ``manifest_fingerprint`` of the cache read, {} without one;
+    ``cache_same_features_as``: modality -> the fingerprints of earlier builds of the same
+    features, recsys/cache/manifest.py)."""
+    no_cache = {"cache_build_s": None, "cache_bytes": None, "cache_fingerprints": {},
+                "cache_same_features_as": {}}
     reads = tower_class(cfg.adapter.name).reads
     if reads == "cache":
         return _cached_features(cfg, dm)

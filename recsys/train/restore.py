@@ -14,7 +14,8 @@
 3. rebuilds the datamodule, the item tower's source and the module exactly as training did
    (``recsys.train.builders``) and compares the data and cache fingerprints the checkpoint
    was trained on (``checkpoint["inputs"]``) with today's: a difference (a re-prepared
-   dataset, a rebuilt cache) is refused with ``RunDirError`` naming each one, unless
+   dataset, a cache rebuilt with other features; a bit-identical rebuild is no change,
+   recsys/cache/manifest.py) is refused with ``RunDirError`` naming each one, unless
    ``on_changed_inputs="warn"``; under ``cache_dtype`` the caches are compared by the float16
    cache their features come from (``source_fingerprint``), so another dtype of the same
    features is no change and a rebuilt source still is;
@@ -35,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from recsys.cache.codecs import SOURCE_DTYPE
 from recsys.cache.integrity import read_manifest
-from recsys.cache.manifest import CachePaths, dtype_dir, manifest_fingerprint, source_dir, source_fingerprint
+from recsys.cache.manifest import CachePaths, dtype_dir, known_fingerprints, source_dir, source_fingerprint
 from recsys.config.differences import differences
 from recsys.config.schema import check_config
 from recsys.data.datamodule import SequenceDataModule
@@ -98,7 +99,8 @@ def reading_cache_dtype(cfg: DictConfig, dtype: str) -> DictConfig:
 def _cache_sources(cfg: DictConfig, recorded: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """modality -> ``source_fingerprint`` of each cache ``cfg`` reads, from the manifests on
     disk now (None: no cache). With ``recorded`` (modality -> the fingerprint a checkpoint
-    read): the recorded one's source when that cache is still on disk as it was, else the
+    read): the recorded one's source when that cache is still on disk as it was (or rebuilt
+    bit-identically: ``known_fingerprints``), else the
     recorded fingerprint itself (its source is then unknown, and matches nothing converted)."""
     sources: dict[str, str | None] = {}
     for modality, enc in cached_encoders(cfg).items():
@@ -106,18 +108,19 @@ def _cache_sources(cfg: DictConfig, recorded: Mapping[str, str] | None = None) -
         if recorded is None:
             sources[modality] = manifest and source_fingerprint(manifest)
         else:
-            unchanged = manifest is not None and manifest_fingerprint(manifest) == recorded.get(modality)
+            unchanged = manifest is not None and recorded.get(modality) in known_fingerprints(manifest)
             sources[modality] = source_fingerprint(manifest) if unchanged else recorded.get(modality)
     return sources
 
 
 def _changed_inputs(state: Mapping[str, Any], trained: DictConfig, cfg: DictConfig,
-                    today: Mapping[str, Any]) -> list[str]:
+                    today: Mapping[str, Any], same_features_as: Mapping[str, Any]) -> list[str]:
     """What differs between the inputs ``state`` was trained on (with config ``trained``) and
-    ``today``'s, read with ``cfg``: fingerprints, or for caches of another dtype than the
-    trained ones, the float16 caches both come from."""
+    ``today``'s, read with ``cfg``: fingerprints (an earlier build of today's features in
+    ``same_features_as`` is no change), or for caches of another dtype than the trained
+    ones, the float16 caches both come from."""
     if cfg.cache.get("dtype") == trained.cache.get("dtype"):
-        return inputs_changes(state, today)
+        return inputs_changes(state, today, same_features_as)
     recorded = state.get("inputs") or {}
     trained_on = {"data_fingerprint": recorded.get("data_fingerprint"),
                   "cache_sources": _cache_sources(trained, recorded.get("cache_fingerprints") or {})}
@@ -151,7 +154,7 @@ def restore_run(
     source, facts = build_item_source(cfg, dm)
     today = {"data_fingerprint": dm.data_fingerprint,
              "cache_fingerprints": facts.get("cache_fingerprints", {})}
-    changed = _changed_inputs(state, trained, cfg, today)
+    changed = _changed_inputs(state, trained, cfg, today, facts.get("cache_same_features_as", {}))
     if changed:
         detail = "\n  ".join(changed)
         if on_changed_inputs == "refuse":

@@ -125,11 +125,21 @@ def config_changes(saved: Mapping[str, Any], config: Mapping[str, Any]) -> list[
             if line.split(":", 1)[0] not in predates]
 
 
-def inputs_changes(checkpoint: Mapping[str, Any], inputs: Mapping[str, Any]) -> list[str]:
+def inputs_changes(checkpoint: Mapping[str, Any], inputs: Mapping[str, Any],
+                   same_features_as: Mapping[str, Any] | None = None) -> list[str]:
     """What differs between the data / cache fingerprints a checkpoint was trained on
-    (``checkpoint["inputs"]``) and ``inputs`` (empty: the same, or not recorded)."""
+    (``checkpoint["inputs"]``) and ``inputs`` (empty: the same, or not recorded). A recorded
+    cache fingerprint among ``same_features_as[modality]`` (earlier builds of the same
+    features as today's cache: recsys/cache/manifest.py) is today's."""
     trained_on = checkpoint.get("inputs")
-    return differences(trained_on, inputs, labels=("trained on", "now")) if trained_on else []
+    if not trained_on:
+        return []
+    today = inputs.get("cache_fingerprints") or {}
+    caches = {m: today[m] if fp in (same_features_as or {}).get(m, ()) else fp
+              for m, fp in (trained_on.get("cache_fingerprints") or {}).items()}
+    if "cache_fingerprints" in trained_on:
+        trained_on = {**trained_on, "cache_fingerprints": caches}
+    return differences(trained_on, inputs, labels=("trained on", "now"))
 
 
 def read_results(run_dir: Path) -> dict[str, Any] | None:
